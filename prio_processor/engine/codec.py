@@ -1,0 +1,268 @@
+"""libprio's msgpack wire format for every packet type, byte for byte.
+
+Field elements travel as msgpack *str* objects holding the minimal big-endian
+bytes of the value (zero is one zero byte). Objects are written one after
+another with no enclosing array. Element arrays are handled as (count, 11)
+uint8 rows of big-endian bytes so that whole batches convert at once.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+import msgpack
+import numpy as np
+
+from . import field
+from .errors import PacketError, Reason
+from .field import ELEMENT_BYTES, MODULUS
+from .limbs import below_modulus_bytes11
+from .prg import SEED_BYTES
+
+SERVER_A = 0
+SERVER_B = 1
+
+
+# --- writing ---------------------------------------------------------------
+
+def _str_header(length: int) -> bytes:
+    if length < 32:
+        return bytes([0xA0 | length])
+    if length < 1 << 8:
+        return b"\xd9" + struct.pack(">B", length)
+    if length < 1 << 16:
+        return b"\xda" + struct.pack(">H", length)
+    return b"\xdb" + struct.pack(">I", length)
+
+
+def _array_header(count: int) -> bytes:
+    if count < 16:
+        return bytes([0x90 | count])
+    if count < 1 << 16:
+        return b"\xdc" + struct.pack(">H", count)
+    return b"\xdd" + struct.pack(">I", count)
+
+
+def _uint(value: int) -> bytes:
+    if value < 128:
+        return bytes([value])
+    return msgpack.packb(value)
+
+
+def pack_str(data: bytes) -> bytes:
+    return _str_header(len(data)) + data
+
+
+def pack_element(value: int) -> bytes:
+    return pack_str(field.to_bytes(value))
+
+
+def pack_elements(rows: np.ndarray) -> bytes:
+    """An msgpack array of elements from (count, 11) big-endian rows of values < p."""
+    count = len(rows)
+    framed = np.empty((count, ELEMENT_BYTES + 1), dtype=np.uint8)
+    framed[:, 1:] = rows
+    nonzero = rows != 0
+    leading = np.where(nonzero.any(axis=1), nonzero.argmax(axis=1), ELEMENT_BYTES - 1)
+    leading = np.minimum(leading, ELEMENT_BYTES - 1)
+    framed[:, 0] = 0xA0 | (ELEMENT_BYTES - leading)
+    keep = np.arange(ELEMENT_BYTES + 1)[None, :] > leading[:, None]
+    keep[:, 0] = True
+    return _array_header(count) + framed[keep].tobytes()
+
+
+def pack_client_packet(
+    batch_id: bytes,
+    triple: tuple[int, int, int],
+    f0: int,
+    g0: int,
+    h0: int,
+    server: int,
+    body: bytes,
+) -> bytes:
+    """A client packet: `body` is the packed arrays (server A) or packed seed (server B)."""
+    head = [pack_str(batch_id)] + [pack_element(v) for v in (*triple, f0, g0, h0)]
+    return b"".join(head) + _uint(server) + body
+
+
+def pack_verify1(d: int, e: int) -> bytes:
+    return pack_element(d) + pack_element(e)
+
+
+def pack_verify2(out: int) -> bytes:
+    return pack_element(out)
+
+
+def pack_total_share(server: int, rows: np.ndarray) -> bytes:
+    return _uint(server) + pack_elements(rows)
+
+
+# --- reading ---------------------------------------------------------------
+
+class _Reader:
+    """Reads the msgpack subset libprio writes, with libprio's type rules."""
+
+    def __init__(self, data: bytes, position: int = 0) -> None:
+        self.data = data
+        self.position = position
+
+    def _take(self, count: int) -> bytes:
+        end = self.position + count
+        if end > len(self.data):
+            raise PacketError(Reason.MALFORMED, "truncated packet")
+        chunk = self.data[self.position:end]
+        self.position = end
+        return chunk
+
+    def _byte(self) -> int:
+        return self._take(1)[0]
+
+    def str(self) -> bytes:
+        tag = self._byte()
+        if 0xA0 <= tag <= 0xBF:
+            length = tag & 0x1F
+        elif tag == 0xD9:
+            length = self._byte()
+        elif tag == 0xDA:
+            length = struct.unpack(">H", self._take(2))[0]
+        elif tag == 0xDB:
+            length = struct.unpack(">I", self._take(4))[0]
+        else:
+            raise PacketError(Reason.MALFORMED, f"expected a string, found msgpack type 0x{tag:02x}")
+        return self._take(length)
+
+    def uint(self) -> int:
+        tag = self._byte()
+        if tag < 0x80:
+            return tag
+        sizes = {0xCC: 1, 0xCD: 2, 0xCE: 4, 0xCF: 8}
+        if tag not in sizes:
+            raise PacketError(Reason.MALFORMED, f"expected an unsigned integer, found msgpack type 0x{tag:02x}")
+        return int.from_bytes(self._take(sizes[tag]), "big")
+
+    def array_header(self) -> int:
+        tag = self._byte()
+        if 0x90 <= tag <= 0x9F:
+            return tag & 0x0F
+        if tag == 0xDC:
+            return struct.unpack(">H", self._take(2))[0]
+        if tag == 0xDD:
+            return struct.unpack(">I", self._take(4))[0]
+        raise PacketError(Reason.MALFORMED, f"expected an array, found msgpack type 0x{tag:02x}")
+
+    def element(self) -> int:
+        value = int.from_bytes(self.str(), "big")
+        if value >= MODULUS:
+            raise PacketError(Reason.OUT_OF_RANGE, "field element is not below the modulus")
+        return value
+
+    def elements(self, expected: int, what: str) -> np.ndarray:
+        """An array of exactly `expected` elements as (expected, 11) rows."""
+        count = self.array_header()
+        if count != expected:
+            raise PacketError(Reason.WRONG_LENGTH, f"{what} has {count} elements, expected {expected}")
+        start = self.position
+        rows = _fast_elements(self.data, start, count)
+        if rows is None:
+            values = [self.element() for _ in range(count)]
+            rows = _rows_from_ints(values)
+        else:
+            self.position = rows[1]
+            rows = rows[0]
+            if not below_modulus_bytes11(rows).all():
+                raise PacketError(Reason.OUT_OF_RANGE, f"{what} holds an element not below the modulus")
+        return rows
+
+
+def _rows_from_ints(values: list[int]) -> np.ndarray:
+    buf = b"".join(v.to_bytes(ELEMENT_BYTES, "big") for v in values)
+    return np.frombuffer(buf, dtype=np.uint8).reshape(len(values), ELEMENT_BYTES).copy()
+
+
+def _fast_elements(data: bytes, start: int, count: int) -> tuple[np.ndarray, int] | None:
+    """Rows of `count` fixstr elements at `start`, and the end offset.
+
+    None when the items are not all plain fixstr of at most 11 bytes; the
+    caller then reads them one by one with full type checks.
+    """
+    if count == 0:
+        return np.zeros((0, ELEMENT_BYTES), dtype=np.uint8), start
+    unpacker = msgpack.Unpacker(raw=True, max_buffer_size=max(len(data), 1024))
+    unpacker.feed(memoryview(data)[start:])
+    try:
+        items = [unpacker.unpack() for _ in range(count)]
+        lengths = np.fromiter(map(len, items), dtype=np.int64, count=count)
+    except Exception:  # truncated, wrong types: let the careful reader say which
+        return None
+    end = start + unpacker.tell()
+    if lengths.max() > ELEMENT_BYTES or end - start != count + int(lengths.sum()):
+        return None
+    buf = np.frombuffer(data, dtype=np.uint8)
+    headers = start + np.cumsum(lengths + 1) - lengths - 1
+    if not (buf[headers] == (0xA0 | lengths)).all():
+        return None
+    rows = np.frombuffer(np.array(items, dtype=f"S{ELEMENT_BYTES}").tobytes(), dtype=np.uint8)
+    rows = rows.reshape(count, ELEMENT_BYTES).copy()
+    short = np.flatnonzero(lengths < ELEMENT_BYTES)
+    if len(short):
+        # numpy left-aligns short strings; move them to the right (big-endian values).
+        shift = (ELEMENT_BYTES - lengths[short])[:, None]
+        source = np.arange(ELEMENT_BYTES)[None, :] - shift
+        moved = np.take_along_axis(rows[short], np.maximum(source, 0), axis=1)
+        rows[short] = np.where(source >= 0, moved, 0)
+    return rows, end
+
+
+@dataclass
+class ClientPacket:
+    """A decoded client packet for one server."""
+
+    triple: tuple[int, int, int]
+    f0: int
+    g0: int
+    h0: int
+    data_rows: np.ndarray | None = None  # server A: (n_data, 11)
+    h_rows: np.ndarray | None = None  # server A: (N, 11)
+    seed: bytes | None = None  # server B
+
+
+def read_client_packet(plaintext: bytes, batch_id: bytes, server: int, n_data: int, n_points: int) -> ClientPacket:
+    """Decode and check a decrypted client packet as libprio's reader does."""
+    reader = _Reader(plaintext)
+    if reader.str() != batch_id:
+        raise PacketError(Reason.WRONG_BATCH_ID, "packet belongs to another batch")
+    a, b, c, f0, g0, h0 = (reader.element() for _ in range(6))
+    for_server = reader.uint()
+    if for_server not in (SERVER_A, SERVER_B):
+        raise PacketError(Reason.MALFORMED, "unknown server id in packet")
+    if for_server != server:
+        raise PacketError(Reason.WRONG_SERVER, "packet is for the other server")
+    packet = ClientPacket((a, b, c), f0, g0, h0)
+    if server == SERVER_A:
+        packet.data_rows = reader.elements(n_data, "data shares")
+        packet.h_rows = reader.elements(n_points, "h points")
+    else:
+        seed = reader.str()
+        if len(seed) != SEED_BYTES:
+            raise PacketError(Reason.WRONG_LENGTH, f"seed has {len(seed)} bytes, expected {SEED_BYTES}")
+        packet.seed = seed
+    return packet
+
+
+def read_verify1(data: bytes) -> tuple[int, int]:
+    reader = _Reader(data)
+    return reader.element(), reader.element()
+
+
+def read_verify2(data: bytes) -> int:
+    return _Reader(data).element()
+
+
+def read_total_share(data: bytes, n_data: int) -> tuple[int, np.ndarray]:
+    """(server index, (n_data, 11) rows) of a total share."""
+    reader = _Reader(data)
+    server = reader.uint()
+    if server not in (SERVER_A, SERVER_B):
+        raise PacketError(Reason.MALFORMED, "unknown server id in total share")
+    return server, reader.elements(n_data, "total share")

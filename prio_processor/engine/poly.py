@@ -1,0 +1,171 @@
+"""Polynomials through roots of unity, over batches of packets.
+
+Values live on the N-th roots of unity w**j (natural order on the last axis).
+
+* `coset_evaluations`: from values on the N-th roots to values on the odd
+  2N-th roots (the client's h points), with two radix-2 transforms.
+* `tree_numerators` and `evaluate_at`: the value at a point r per packet in
+  O(N) without inversions. Pairing the residue classes j and j + N/2 gives
+  (s - t)(s + t) products with s = r**k and t a root of unity, so
+  sum_j y_j / (r - w**j) = A / (r**N - 1) with A folded in log N halving steps,
+  two products per merged pair.
+* `lagrange_weights`: the Lagrange basis at one point, for batches whose
+  packets share the point (computed once, then a dot product per packet).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+
+from . import field, limbs
+from .field import MODULUS
+
+
+@lru_cache(maxsize=None)
+def _twiddles(size: int, inverse: bool = False) -> np.ndarray:
+    """Limbs of w**0 .. w**(size/2 - 1) for a primitive `size`-th root w."""
+    root = field.root_of_unity(size)
+    if inverse:
+        root = field.inv(root)
+    return limbs.from_ints(field.powers(root, size // 2))
+
+
+def _bit_reverse(count: int) -> np.ndarray:
+    bits = count.bit_length() - 1
+    idx = np.arange(count)
+    out = np.zeros(count, dtype=np.int64)
+    for b in range(bits):
+        out |= ((idx >> b) & 1) << (bits - 1 - b)
+    return out
+
+
+def _dif(x: limbs.Limbs, inverse: bool) -> limbs.Limbs:
+    """DFT along the last axis, natural order in, bit-reversed order out."""
+    n = x.shape[-1]
+    batch = x.shape[1:-1]
+    size = n
+    while size > 1:
+        half = size // 2
+        view = x.reshape((limbs.LIMBS,) + batch + (n // size, 2, half))
+        u = view[..., 0, :]
+        v = view[..., 1, :]
+        w = _twiddles(size, inverse)
+        out = np.empty_like(view)
+        out[..., 0, :] = limbs.reduce(u + v)
+        out[..., 1, :] = limbs.mul(u - v, w.reshape((limbs.LIMBS,) + (1,) * (len(batch) + 1) + (half,)))
+        x = out.reshape(x.shape)
+        size = half
+    return x
+
+
+def _dit(x: limbs.Limbs, inverse: bool) -> limbs.Limbs:
+    """DFT along the last axis, bit-reversed order in, natural order out."""
+    n = x.shape[-1]
+    batch = x.shape[1:-1]
+    size = 2
+    while size <= n:
+        half = size // 2
+        view = x.reshape((limbs.LIMBS,) + batch + (n // size, 2, half))
+        w = _twiddles(size, inverse)
+        u = view[..., 0, :]
+        v = limbs.mul(view[..., 1, :], w.reshape((limbs.LIMBS,) + (1,) * (len(batch) + 1) + (half,)))
+        out = np.empty_like(view)
+        out[..., 0, :] = limbs.reduce(u + v)
+        out[..., 1, :] = limbs.reduce(u - v)
+        x = out.reshape(x.shape)
+        size *= 2
+    return x
+
+
+@lru_cache(maxsize=None)
+def _coset_twist(n: int) -> np.ndarray:
+    """w2**bitrev(i) / n, the factors between the two transforms (w2: 2n-th root)."""
+    w2 = field.root_of_unity(2 * n)
+    scale = field.inv(n)
+    order = _bit_reverse(n)
+    return limbs.from_ints(pow(w2, int(k), MODULUS) * scale for k in order)
+
+
+def coset_evaluations(values: limbs.Limbs) -> limbs.Limbs:
+    """Values on the odd 2N-th roots w2**(2k+1), k = 0..N-1, of the polynomials
+    through `values` on the N-th roots (last axis has length N)."""
+    n = values.shape[-1]
+    if n == 1:
+        return limbs.reduce(values.copy())
+    coefficients = _dif(values, inverse=True)  # bit-reversed order
+    twist = _coset_twist(n).reshape((limbs.LIMBS,) + (1,) * (values.ndim - 2) + (n,))
+    return _dit(limbs.mul(coefficients, twist), inverse=False)
+
+
+def tree_numerators(values: limbs.Limbs, s_powers: limbs.Limbs) -> limbs.Limbs:
+    """A with sum_j y_j / (r - w**j) = A / (r**N - 1), one A per row.
+
+    `values`: limbs (4, ..., N). `s_powers`: limbs (4, ..., log2 N) holding
+    r, r**2, r**4, ..., r**(N/2) for each row.
+    """
+    acc = values
+    n = values.shape[-1]
+    level = 0
+    half = n // 2
+    while half >= 1:
+        # Merging classes c and c + half: denominators s - t and s + t,
+        # s = r**(n / (2 half)), t = w_(2 half)**c.
+        s = s_powers[..., level][..., None]
+        t = _twiddles(2 * half).reshape((limbs.LIMBS,) + (1,) * (values.ndim - 2) + (half,))
+        left = acc[..., :half]
+        right = acc[..., half:]
+        acc = limbs.mul_add(s, left + right, t, left - right)
+        half //= 2
+        level += 1
+    return acc[..., 0]
+
+
+def square_chain(points: list[int], count: int) -> list[list[int]]:
+    """For each point r: [r, r**2, r**4, ...] with `count` items."""
+    out = []
+    for r in points:
+        chain = [r % MODULUS]
+        for _ in range(count - 1):
+            chain.append(chain[-1] * chain[-1] % MODULUS)
+        out.append(chain)
+    return out
+
+
+def lagrange_weights(point: int, n: int) -> list[int]:
+    """L_j(point) for the Lagrange basis on the n-th roots of unity."""
+    roots = field.powers(field.root_of_unity(n), n)
+    r = point % MODULUS
+    vanishing = (pow(r, n, MODULUS) - 1) % MODULUS
+    if vanishing == 0:
+        return [int(r == x) for x in roots]
+    # Batch inversion of (r - w**j).
+    diffs = [(r - x) % MODULUS for x in roots]
+    prefix = [1] * (n + 1)
+    for j, d in enumerate(diffs):
+        prefix[j + 1] = prefix[j] * d % MODULUS
+    inv_all = field.inv(prefix[n])
+    scale = vanishing * field.inv(n) % MODULUS
+    weights = [0] * n
+    for j in range(n - 1, -1, -1):
+        inv_d = inv_all * prefix[j] % MODULUS
+        inv_all = inv_all * diffs[j] % MODULUS
+        weights[j] = scale * roots[j] % MODULUS * inv_d % MODULUS
+    return weights
+
+
+def dot(values: limbs.Limbs, weights: limbs.Limbs) -> list[int]:
+    """sum_j values[..., j] * weights[j] mod p per row; values (4, B, N), weights (4, N).
+
+    Limbs must be at most 2**22 in size, so each of the 16 limb matrix-vector
+    products stays below 2**63 for N <= 2**19.
+    """
+    rows = values.shape[1]
+    totals = [0] * rows
+    for i in range(limbs.LIMBS):
+        for j in range(limbs.LIMBS):
+            column = (values[i] @ weights[j]).tolist()
+            shift = limbs.LIMB_BITS * (i + j)
+            totals = [t + (c << shift) for t, c in zip(totals, column)]
+    return [t % MODULUS for t in totals]

@@ -1,0 +1,306 @@
+"""A Prio server: open client packets, verify SNIPs in batches, add up valid shares.
+
+Each stage of the protocol is a batch function over opened packets and their
+evaluation points:
+
+* verify1: shares of f(r), g(r) give (d, e) = (f(r) - a, g(r) - b);
+* verify2: with both servers' (d, e), this server's share of the proof output
+  d*e/2 + d*b + e*a + c - h(r) (each server adds half of d*e);
+* validity: both verify2 shares sum to zero;
+* aggregate: the data shares of valid packets add up to the total share.
+
+Server B receives only a seed and re-expands its shares with the PRG.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Iterator, Sequence
+
+import numpy as np
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from . import codec, field, limbs, poly, seal
+from .codec import SERVER_A, SERVER_B, ClientPacket
+from .config import Config
+from .errors import PacketError, Reason
+from .field import INV2, MODULUS
+from .prg import SEED_BYTES, Prg, PrgKeying
+
+
+class Schedule(str, enum.Enum):
+    """Which evaluation point each packet is verified at."""
+
+    #: One server PRG stream per stage; each packet that opens draws the next
+    #: point, in input order (the original command line).
+    SEQUENTIAL = "sequential"
+    #: Every packet uses the first draw (the original Spark pipeline).
+    FIXED = "fixed"
+
+
+def server_index(server_id: str | int) -> int:
+    """0 for server A, 1 for server B, from "A"/"B" (any case) or 0/1."""
+    if server_id in (SERVER_A, SERVER_B):
+        return int(server_id)
+    if isinstance(server_id, str) and server_id.upper() in ("A", "B"):
+        return SERVER_A if server_id.upper() == "A" else SERVER_B
+    raise ValueError(f"server id must be A or B, got {server_id!r}")
+
+
+@dataclass(frozen=True)
+class Verify1:
+    d: int
+    e: int
+
+    def to_bytes(self) -> bytes:
+        return codec.pack_verify1(self.d, self.e)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "Verify1":
+        return cls(*codec.read_verify1(data))
+
+
+class Server:
+    """One of the two servers of a batch configuration."""
+
+    def __init__(
+        self,
+        config: Config,
+        server_id: str | int,
+        private_key: X25519PrivateKey,
+        shared_seed: bytes,
+        keying: PrgKeying = PrgKeying.HASHED,
+    ) -> None:
+        if len(shared_seed) != SEED_BYTES:
+            raise ValueError(f"the shared seed must be {SEED_BYTES} bytes, got {len(shared_seed)}")
+        self.config = config
+        self.index = server_index(server_id)
+        self.keying = PrgKeying(keying)
+        self._private_key = private_key
+        self._shared_seed = shared_seed
+
+    # -- opening packets -----------------------------------------------------
+
+    def open(self, ciphertext: bytes) -> ClientPacket:
+        """Decrypt and check one client packet, or raise PacketError."""
+        plaintext = seal.decrypt(self._private_key, ciphertext)
+        cfg = self.config
+        return codec.read_client_packet(plaintext, cfg.batch_id, self.index, cfg.n_data, cfg.n_points)
+
+    def points(self, schedule: Schedule) -> Iterator[int]:
+        """Evaluation points: the k-th value is for the k-th packet that opened."""
+        prg = Prg.from_seed(self._shared_seed, self.config.batch_id, self.keying)
+        lower = self.config.n_data + 2
+        if Schedule(schedule) is Schedule.FIXED:
+            point = prg.draw_range(lower)
+            while True:
+                yield point
+        while True:
+            yield prg.draw_range(lower)
+
+    # -- shares as limbs -------------------------------------------------------
+
+    def _shares(self, packets: Sequence[ClientPacket], with_h: bool) -> tuple[limbs.Limbs, limbs.Limbs | None]:
+        """(data shares (4, B, n), h points (4, B, N) or None) for a batch."""
+        n, big_n = self.config.n_data, self.config.n_points
+        if self.index == SERVER_A:
+            data = limbs.from_bytes11(np.stack([p.data_rows for p in packets], axis=0))
+            h = limbs.from_bytes11(np.stack([p.h_rows for p in packets], axis=0)) if with_h else None
+            return data, h
+        count = n + big_n if with_h else n
+        expanded = np.stack(
+            [Prg.from_seed(p.seed, self.config.batch_id, self.keying).draw_elements(count) for p in packets],
+            axis=1,
+        )
+        return expanded[..., :n], (expanded[..., n:] if with_h else None)
+
+    def data_shares(self, packets: Sequence[ClientPacket]) -> limbs.Limbs:
+        return self._shares(packets, with_h=False)[0]
+
+    # -- evaluation at the random point ------------------------------------------
+
+    def _evaluate(self, packets: Sequence[ClientPacket], points: Sequence[int], fg: bool) -> list[tuple[int, int, int]]:
+        """(f(r), g(r), h(r)) shares per packet; f and g only when `fg`."""
+        cfg = self.config
+        n, big_n = cfg.n_data, cfg.n_points
+        count = len(packets)
+        data, h_odd = self._shares(packets, with_h=True)
+        polys = []
+        if fg:
+            f = limbs.zeros((count, big_n))
+            f[:, :, 0] = limbs.from_ints(p.f0 for p in packets)
+            f[:, :, 1:n + 1] = data
+            g = limbs.zeros((count, big_n))
+            g[:, :, 0] = limbs.from_ints(p.g0 for p in packets)
+            g[:, :, 1:n + 1] = data
+            if self.index == SERVER_A:
+                g[0, :, 1:n + 1] -= 1
+            polys += [f, g]
+        polys.append(h_odd)
+        h0 = [p.h0 for p in packets]
+        if count > 1 and len(set(points)) == 1:
+            values = _evaluate_shared_point(polys, h0, points[0], big_n)
+        else:
+            values = _evaluate_per_point(polys, h0, list(points), big_n)
+        if not fg:
+            return [(0, 0, h) for (h,) in values]
+        return values
+
+
+    def verify1(self, packets: Sequence[ClientPacket], points: Sequence[int]) -> list[Verify1]:
+        """This server's verify1 packet for each opened packet."""
+        if not packets:
+            return []
+        out = []
+        for packet, (f_r, g_r, _) in zip(packets, self._evaluate(packets, points, fg=True)):
+            a, b, _c = packet.triple
+            out.append(Verify1((f_r - a) % MODULUS, (g_r - b) % MODULUS))
+        return out
+
+    def verify2(
+        self,
+        packets: Sequence[ClientPacket],
+        points: Sequence[int],
+        first: Sequence[Verify1],
+        second: Sequence[Verify1],
+    ) -> list[int]:
+        """This server's verify2 share for each packet, from both servers' verify1 packets."""
+        if not packets:
+            return []
+        out = []
+        for packet, (_, _, h_r), v_a, v_b in zip(packets, self._evaluate(packets, points, fg=False), first, second):
+            a, b, c = packet.triple
+            d = (v_a.d + v_b.d) % MODULUS
+            e = (v_a.e + v_b.e) % MODULUS
+            out.append((d * e % MODULUS * INV2 + d * b + e * a + c - h_r) % MODULUS)
+        return out
+
+
+def is_valid(verify2_a: int, verify2_b: int) -> bool:
+    """A packet is valid when the two servers' verify2 shares sum to zero."""
+    return (verify2_a + verify2_b) % MODULUS == 0
+
+
+def _evaluate_per_point(polys: list[limbs.Limbs], h0: list[int], points: list[int], big_n: int):
+    """Each packet at its own point: the O(N) tree, no inversions."""
+    log_n = big_n.bit_length() - 1
+    inv_w2 = field.inv(field.root_of_unity(2 * big_n))
+    shifted = [r * inv_w2 % MODULUS for r in points]  # h's odd points are w2 * (N-th roots)
+    chains = poly.square_chain(points, log_n)
+    shifted_chains = poly.square_chain(shifted, log_n)
+    per_poly = [chains] * (len(polys) - 1) + [shifted_chains]
+    s_powers = limbs.from_ints(
+        v for k in range(len(points)) for chain in per_poly for v in chain[k]
+    ).reshape(limbs.LIMBS, len(points), len(polys), log_n)
+    stacked = np.stack(polys, axis=2)  # (4, B, polys, N)
+    numerators = limbs.to_ints(poly.tree_numerators(stacked, s_powers))
+    sums = limbs.to_ints(limbs.reduce(stacked.sum(axis=-1)))
+    inv_n = field.inv(big_n)
+    inv_2n = field.inv(2 * big_n)
+    out = []
+    k_polys = len(polys)
+    for k, r in enumerate(points):
+        r_n = pow(r, big_n, MODULUS)
+        row_a = numerators[k * k_polys:(k + 1) * k_polys]
+        row_s = sums[k * k_polys:(k + 1) * k_polys]
+        values = [(r * a - (r_n - 1) * s) * inv_n % MODULUS for a, s in zip(row_a[:-1], row_s[:-1])]
+        # h: h0 at the point 1 plus the odd 2N-th roots, r' = r / w2.
+        odd = -(r_n - 1) * (shifted[k] * row_a[-1] + (r_n + 1) * row_s[-1]) % MODULUS * inv_2n
+        even = h0[k] * (r_n - 1) % MODULUS * (r_n + 1) % MODULUS * inv_2n % MODULUS * field.inv(r - 1)
+        values.append((odd + even) % MODULUS)
+        out.append(tuple(values))
+    return out
+
+
+@lru_cache(maxsize=8)
+def _shared_weights(point: int, big_n: int) -> tuple[limbs.Limbs, limbs.Limbs, int]:
+    """Lagrange weights at `point`: on the N-th roots, on the odd 2N-th roots, and at 1 (for h0)."""
+    on_n = poly.lagrange_weights(point, big_n)
+    on_2n = poly.lagrange_weights(point, 2 * big_n)
+    return limbs.from_ints(on_n), limbs.from_ints(on_2n[1::2]), on_2n[0]
+
+
+def _evaluate_shared_point(polys: list[limbs.Limbs], h0: list[int], point: int, big_n: int):
+    """All packets at one point: weights once, then a dot product per packet."""
+    weights_n, weights_odd, weight_h0 = _shared_weights(point, big_n)
+    columns = [poly.dot(values, weights_n) for values in polys[:-1]]
+    odd = poly.dot(polys[-1], weights_odd)
+    columns.append([(o + h * weight_h0) % MODULUS for o, h in zip(odd, h0)])
+    return list(zip(*columns))
+
+
+class TotalShare:
+    """Running sum of one server's valid data shares."""
+
+    def __init__(self, config: Config, server_id: str | int) -> None:
+        self.config = config
+        self.index = server_index(server_id)
+        self._sum = np.zeros((limbs.LIMBS, config.n_data), dtype=np.int64)
+        self._pending = 0
+
+    def add(self, shares: limbs.Limbs) -> None:
+        """Add a batch of data shares (4, B, n)."""
+        self._sum += shares.sum(axis=1)
+        self._pending += shares.shape[1]
+        if self._pending > 1 << 30:  # keep int64 limb sums far from overflow
+            self._sum = limbs.reduce(self._sum)
+            self._pending = 1
+
+    def add_total(self, other: "TotalShare") -> None:
+        """Merge another partial total of the same configuration and server."""
+        if other.index != self.index or other.config.n_data != self.config.n_data:
+            raise ValueError("partial totals of different servers or lengths cannot be merged")
+        self._sum = limbs.reduce(self._sum + limbs.reduce(other._sum))
+        self._pending = 1
+
+    def values(self) -> list[int]:
+        return limbs.to_ints(self._sum)
+
+    def to_bytes(self) -> bytes:
+        return codec.pack_total_share(self.index, limbs.to_bytes11(self._sum))
+
+    @classmethod
+    def from_bytes(cls, config: Config, data: bytes) -> "TotalShare":
+        index, rows = codec.read_total_share(data, config.n_data)
+        total = cls(config, index)
+        total._sum = limbs.from_bytes11(rows)
+        return total
+
+
+def final_totals(config: Config, share_a: TotalShare, share_b: TotalShare) -> list[int]:
+    """Per-index counts from A's and B's total shares (libprio's PrioTotalShare_final)."""
+    if share_a.index != SERVER_A or share_b.index != SERVER_B:
+        raise ValueError("final totals need server A's total share and server B's, in that order")
+    for share in (share_a, share_b):
+        if share.config.n_data != config.n_data:
+            raise ValueError("a total share has the wrong length for this configuration")
+    totals = [(x + y) % MODULUS for x, y in zip(share_a.values(), share_b.values())]
+    if any(t >= 1 << 64 for t in totals):
+        raise ValueError("a total does not fit in 64 bits: the shares do not belong together")
+    return totals
+
+
+def uint_totals(bit_totals: Sequence[int], prec: int) -> list[int]:
+    """Integer totals from per-bit totals of `prec`-bit integers, most significant bit first."""
+    if prec < 1 or len(bit_totals) % prec:
+        raise ValueError(f"{len(bit_totals)} bit totals are not a whole number of {prec}-bit integers")
+    return [
+        sum(bit_totals[j * prec + k] << (prec - 1 - k) for k in range(prec))
+        for j in range(len(bit_totals) // prec)
+    ]
+
+
+__all__ = [
+    "PacketError",
+    "Reason",
+    "Schedule",
+    "Server",
+    "TotalShare",
+    "Verify1",
+    "final_totals",
+    "is_valid",
+    "server_index",
+    "uint_totals",
+]
