@@ -17,6 +17,7 @@ class Reason(str, enum.Enum):
     WRONG_LENGTH = "wrong_length"
     OUT_OF_RANGE = "out_of_range"
     DUPLICATE_ID = "duplicate_id"
+    MISSING_OWN_PACKET = "missing_own_packet"
     MISSING_PEER_PACKET = "missing_peer_packet"
     INVALID_PROOF = "invalid_proof"
 

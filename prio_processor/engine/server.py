@@ -163,17 +163,17 @@ class Server:
         self,
         packets: Sequence[ClientPacket],
         points: Sequence[int],
-        first: Sequence[Verify1],
-        second: Sequence[Verify1],
+        own: Sequence[Verify1],
+        peer: Sequence[Verify1],
     ) -> list[int]:
         """This server's verify2 share for each packet, from both servers' verify1 packets."""
         if not packets:
             return []
         out = []
-        for packet, (_, _, h_r), v_a, v_b in zip(packets, self._evaluate(packets, points, fg=False), first, second):
+        for packet, (_, _, h_r), mine, theirs in zip(packets, self._evaluate(packets, points, fg=False), own, peer):
             a, b, c = packet.triple
-            d = (v_a.d + v_b.d) % MODULUS
-            e = (v_a.e + v_b.e) % MODULUS
+            d = (mine.d + theirs.d) % MODULUS
+            e = (mine.e + theirs.e) % MODULUS
             out.append((d * e % MODULUS * INV2 + d * b + e * a + c - h_r) % MODULUS)
         return out
 

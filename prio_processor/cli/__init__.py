@@ -1,0 +1,5 @@
+"""The `prio` command line."""
+
+from .commands import entry_point
+
+__all__ = ["entry_point"]

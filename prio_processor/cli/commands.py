@@ -1,0 +1,296 @@
+"""`prio`: the stages of one Prio server, as a thin shell over prio_processor.pipeline.
+
+Each stage reads a file or a folder of part files (local or gs://, JSON lines
+or Parquet) and writes into --output. verify1 writes one file per input part,
+named like it; verify2 does the same for the parts of --input when
+--input-internal is a folder, and otherwise writes one file named like
+--input-internal. aggregate and publish write one file, named like
+--input-internal (or aggregate.ndjson / publish.ndjson for folders). Every
+stage lists its rejected records as {id, reason, detail} in
+_rejects.<stage>.ndjson beside its output and prints one summary line.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import sys
+from typing import Any, Iterable, Iterator
+
+import click
+
+from ..engine import keys
+from ..engine.client import Client
+from ..engine.prg import SEED_BYTES, PrgKeying
+from ..engine.server import Schedule, Server
+from ..pipeline import stages
+from ..pipeline.tally import Tally
+from ..storage import Location, RecordWriter, StorageError, location, read_all
+from . import options
+from .options import ConfigError
+
+
+class _Progress:
+    """A record counter on stderr when it is a terminal; silent in pipes and CI."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.enabled = sys.stderr.isatty() and not os.environ.get("CI")
+        self.count = 0
+
+    def wrap(self, records: Iterable[Any]) -> Iterator[Any]:
+        for record in records:
+            self.count += 1
+            if self.enabled and self.count % 256 == 0:
+                click.echo(f"\r{self.label}: {self.count:,} records", nl=False, err=True)
+            yield record
+        if self.enabled and self.count >= 256:
+            click.echo(f"\r{self.label}: {self.count:,} records", err=True)
+
+
+@contextlib.contextmanager
+def _storage_errors() -> Iterator[None]:
+    try:
+        yield
+    except StorageError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _output_folder(path: str) -> Location:
+    loc = location(path)
+    if loc.is_file():
+        raise ConfigError(f"--output {loc} is a file, expected a folder")
+    return loc
+
+
+def _server(n_data, batch_id, server_id, private_key_hex, private_key_file, shared_secret, shared_secret_file,
+            public_key_hex_internal, public_key_hex_external, prg_keying=PrgKeying.HASHED.value) -> Server:
+    key = options.private_key(private_key_hex, private_key_file)
+    seed = options.shared_secret(shared_secret, shared_secret_file)
+    internal_name, external_name = "--public-key-hex-internal", "--public-key-hex-external"
+    pair = (public_key_hex_internal, public_key_hex_external)
+    names = (internal_name, external_name)
+    if server_id == "B":
+        pair, names = pair[::-1], names[::-1]
+    config = options.make_config(n_data, batch_id, pair[0], pair[1], names)
+    own_public = public_key_hex_internal
+    if keys.public_key_to_hex(key.public_key()) != own_public.strip().upper():
+        raise ConfigError("the private key does not match --public-key-hex-internal")
+    return Server(config, server_id, key, seed, PrgKeying(prg_keying))
+
+
+def _named(folder: Location, source: Location, fallback: str) -> Location:
+    return folder.join(source.name if source.is_file() else fallback)
+
+
+def _rejects(folder: Location, stage: str) -> Location:
+    return folder.join(f"_rejects.{stage}.ndjson")
+
+
+def _index(path: str, option: str, tally: Tally) -> dict[str, str]:
+    _, parts = options.input_parts(path, option)
+    return stages.load_index(read_all(parts), tally)
+
+
+@click.group()
+def entry_point() -> None:
+    """Prio servers' batch stages: verify client shares, aggregate, publish."""
+
+
+@entry_point.command("shared-seed")
+def shared_seed() -> None:
+    """Generate a shared server secret in base64."""
+    click.echo(json.dumps({"shared_seed": base64.b64encode(os.urandom(SEED_BYTES)).decode()}))
+
+
+@entry_point.command()
+def keygen() -> None:
+    """Generate a curve25519 key pair as json."""
+    private, public = keys.generate_keypair()
+    click.echo(json.dumps({"private_key": keys.private_key_to_hex(private), "public_key": keys.public_key_to_hex(public)}))
+
+
+@entry_point.command("encode-shares")
+@options.data_config
+@options.public_key
+@options.input_1
+@options.output_2
+@options.prg_keying
+@click.option("--prec", type=click.IntRange(1, 64), default=None,
+              help="Encode unsigned integers of this many bits (most significant first) instead of bits; "
+                   "--n-data is then the number of integers times --prec.")
+def encode_shares(n_data, batch_id, public_key_hex_internal, public_key_hex_external, input_, output_a, output_b,
+                  prg_keying, prec) -> None:
+    """Encode client data into shares for servers A and B.
+
+    Input lines are {"payload": [bits]} (or [integers] with --prec); each output
+    line is {"id", "payload": base64 packet}, the same id for A and B.
+    """
+    config = options.make_config(n_data, batch_id, public_key_hex_internal, public_key_hex_external,
+                                 ("--public-key-hex-internal", "--public-key-hex-external"))
+    client = Client(config, PrgKeying(prg_keying))
+    with _storage_errors():
+        source, parts = options.input_parts(input_, "--input")
+        folder_a, folder_b = _output_folder(output_a), _output_folder(output_b)
+        progress = _Progress("encode-shares")
+        with Tally("encode-shares", _rejects(folder_a, "encode-shares")) as tally:
+            for part in parts:
+                with RecordWriter(folder_a.join(part.name)) as out_a, RecordWriter(folder_b.join(part.name)) as out_b:
+                    stages.encode_shares(client, progress.wrap(read_all([part])), out_a.write, out_b.write, tally, prec)
+    click.echo(tally.summary())
+
+
+def _server_command(func):
+    for decorator in reversed([options.data_config, options.server_id_option, options.private_key_options,
+                               options.shared_secret_options, options.public_key]):
+        func = decorator(func)
+    return func
+
+
+@entry_point.command()
+@_server_command
+@options.input_1
+@options.output_1
+@options.prg_keying
+@options.evaluation_point
+def verify1(n_data, batch_id, server_id, private_key_hex, private_key_file, shared_secret, shared_secret_file,
+            public_key_hex_internal, public_key_hex_external, input_, output, prg_keying, evaluation_point) -> None:
+    """Decode a batch of shares"""
+    click.echo("Running verify1")
+    server = _server(n_data, batch_id, server_id, private_key_hex, private_key_file, shared_secret,
+                     shared_secret_file, public_key_hex_internal, public_key_hex_external, prg_keying)
+    with _storage_errors():
+        _, parts = options.input_parts(input_, "--input")
+        folder = _output_folder(output)
+        progress = _Progress("verify1")
+        # One point stream for the whole command, across parts, as the original's one server.
+        with Tally("verify1", _rejects(folder, "verify1")) as tally:
+            writers = [RecordWriter(folder.join(part.name)) for part in parts]
+            with contextlib.ExitStack() as stack:
+                for writer in writers:
+                    stack.enter_context(writer)
+                stream, sink = _routed(parts, writers)
+                stages.verify1(server, Schedule(evaluation_point), progress.wrap(stream), sink, tally)
+    click.echo(tally.summary())
+
+
+def _routed(parts: list[Location], writers: list[RecordWriter]):
+    """One record stream over all parts, and a sink writing to the current part's writer."""
+    current: list[RecordWriter] = [writers[0]]
+
+    def stream():
+        for part, writer in zip(parts, writers):
+            current[0] = writer
+            yield from read_all([part])
+
+    # Batches may lag behind the stream: route each output by the id's part.
+    owner: dict[str, RecordWriter] = {}
+
+    def tagged():
+        for record in stream():
+            if isinstance(record, dict) and isinstance(record.get("id"), str):
+                owner[record["id"]] = current[0]
+            yield record
+
+    def sink(record: dict) -> None:
+        owner.pop(record["id"], writers[-1]).write(record)
+
+    return tagged(), sink
+
+
+@entry_point.command()
+@_server_command
+@options.input_1
+@options.input_2
+@options.output_1
+@options.prg_keying
+@options.evaluation_point
+def verify2(n_data, batch_id, server_id, private_key_hex, private_key_file, shared_secret, shared_secret_file,
+            public_key_hex_internal, public_key_hex_external, input_, input_internal, input_external, output,
+            prg_keying, evaluation_point) -> None:
+    """Verify a batch of SNIPs"""
+    click.echo("Running verify2")
+    server = _server(n_data, batch_id, server_id, private_key_hex, private_key_file, shared_secret,
+                     shared_secret_file, public_key_hex_internal, public_key_hex_external, prg_keying)
+    with _storage_errors():
+        _, parts = options.input_parts(input_, "--input")
+        internal_loc, _ = options.input_parts(input_internal, "--input-internal")
+        folder = _output_folder(output)
+        progress = _Progress("verify2")
+        with Tally("verify2", _rejects(folder, "verify2")) as tally:
+            internal = _index(input_internal, "--input-internal", tally)
+            external = _index(input_external, "--input-external", tally)
+            if internal_loc.is_file():
+                names = [internal_loc.name] * len(parts)
+            else:
+                names = [part.name for part in parts]
+            writers = {name: RecordWriter(folder.join(name)) for name in dict.fromkeys(names)}
+            with contextlib.ExitStack() as stack:
+                for writer in writers.values():
+                    stack.enter_context(writer)
+                stream, sink = _routed(parts, [writers[name] for name in names])
+                stages.verify2(server, Schedule(evaluation_point), progress.wrap(stream), internal, external, sink,
+                               tally)
+    click.echo(tally.summary())
+
+
+@entry_point.command()
+@_server_command
+@options.input_1
+@options.input_2
+@options.output_1
+@options.prg_keying
+def aggregate(n_data, batch_id, server_id, private_key_hex, private_key_file, shared_secret, shared_secret_file,
+              public_key_hex_internal, public_key_hex_external, input_, input_internal, input_external, output,
+              prg_keying) -> None:
+    """Generate an aggregate share from a batch of verified SNIPs"""
+    click.echo("Running aggregate")
+    server = _server(n_data, batch_id, server_id, private_key_hex, private_key_file, shared_secret,
+                     shared_secret_file, public_key_hex_internal, public_key_hex_external, prg_keying)
+    with _storage_errors():
+        _, parts = options.input_parts(input_, "--input")
+        internal_loc, _ = options.input_parts(input_internal, "--input-internal")
+        folder = _output_folder(output)
+        progress = _Progress("aggregate")
+        with Tally("aggregate", _rejects(folder, "aggregate")) as tally:
+            internal = _index(input_internal, "--input-internal", tally)
+            external = _index(input_external, "--input-external", tally)
+            total = stages.aggregate(server, progress.wrap(read_all(parts)), internal, external, tally)
+        click.echo(tally.summary())
+        with RecordWriter(_named(folder, internal_loc, "aggregate.ndjson")) as out:
+            out.write(stages.aggregate_record(server, total, tally))
+
+
+@entry_point.command()
+@options.data_config
+@options.server_id_option
+@options.public_key
+@options.input_2
+@options.output_1
+@click.option("--min-batch-size", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Refuse to publish totals of fewer valid clients than this (a privacy floor; 0 turns it off).")
+@click.option("--prec", type=click.IntRange(1, 64), default=None,
+              help="The batch holds unsigned integers of this many bits: publish integer totals, not bit counts.")
+def publish(n_data, batch_id, server_id, public_key_hex_internal, public_key_hex_external, input_internal,
+            input_external, output, min_batch_size, prec) -> None:
+    """Generate a final aggregate from both servers' aggregate shares"""
+    click.echo("Running publish")
+    pair = (public_key_hex_internal, public_key_hex_external)
+    names = ("--public-key-hex-internal", "--public-key-hex-external")
+    if server_id == "B":
+        pair, names = pair[::-1], names[::-1]
+    config = options.make_config(n_data, batch_id, pair[0], pair[1], names)
+    with _storage_errors():
+        internal_loc, internal_parts = options.input_parts(input_internal, "--input-internal")
+        _, external_parts = options.input_parts(input_external, "--input-external")
+        folder = _output_folder(output)
+        try:
+            record = stages.publish(config, "AB".index(server_id), read_all(internal_parts), read_all(external_parts),
+                                    min_batch_size, prec)
+        except stages.PublishError as exc:
+            raise click.ClickException(f"refusing to publish: {exc}") from None
+        with RecordWriter(_named(folder, internal_loc, "publish.ndjson")) as out:
+            out.write(record)
+    click.echo(f"{record['error']} errors out of {record['total']} total")

@@ -1,0 +1,1 @@
+"""Pipeline stages: library functions over batches of records."""

@@ -1,0 +1,352 @@
+"""The protocol stages as library functions over streams of records.
+
+Records are dicts as the original tool wrote them: shares and verification
+packets are {"id", "payload": base64}. Every stage streams its main input,
+works in batches, and keeps in memory only the verification packets it must
+join by id. Each rejected record is counted in a Tally with its reason.
+
+Evaluation points follow the original command line exactly: in the
+sequential schedule the k-th packet that opens at this server, in input
+order, uses the k-th draw of the server PRG, and a stage only opens a packet
+once the records it is joined with were found.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from datetime import datetime, timezone
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+from ..engine import codec
+from ..engine.client import Client, bits_from_uints
+from ..engine.codec import ClientPacket
+from ..engine.config import Config
+from ..engine.errors import PacketError, Reason
+from ..engine.server import Schedule, Server, TotalShare, Verify1, final_totals, is_valid, uint_totals
+from ..storage import BadRecord
+from .tally import Tally
+
+BATCH_SIZE = 256
+
+Record = dict[str, Any]
+Sink = Callable[[Record], None]
+
+
+class PublishError(Exception):
+    """Aggregates that must not be published (mismatched, or too few clients)."""
+
+
+def decode_base64(text: Any) -> bytes:
+    """Base64 as the original decoded it: characters outside the alphabet are
+    dropped (AES-GCM authenticates the bytes anyway); bad padding is an error."""
+    if not isinstance(text, str):
+        raise PacketError(Reason.BAD_JSON, "payload is not a string")
+    try:
+        return base64.b64decode(text)
+    except (binascii.Error, ValueError):
+        raise PacketError(Reason.BAD_BASE64, "payload is not valid base64 (bad padding)") from None
+
+
+def encode_base64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _id_and_payload(record: Record | BadRecord) -> tuple[str, bytes]:
+    """The id and decoded payload of a share-like record, or PacketError."""
+    if isinstance(record, BadRecord):
+        raise PacketError(Reason.BAD_JSON, f"line {record.line} of {record.source} is not a JSON object")
+    record_id = record.get("id")
+    if not isinstance(record_id, str) or "payload" not in record:
+        raise PacketError(Reason.BAD_JSON, "record needs a string id and a payload")
+    return record_id, decode_base64(record["payload"])
+
+
+def _record_id(record: Record | BadRecord) -> str | None:
+    return record.get("id") if isinstance(record, dict) and isinstance(record.get("id"), str) else None
+
+
+def load_index(records: Iterable[Record | BadRecord], tally: Tally) -> dict[str, str]:
+    """id -> base64 payload of verification packets (later duplicates win, as in the original)."""
+    index: dict[str, str] = {}
+    for record in records:
+        record_id = _record_id(record)
+        if record_id is None or not isinstance(record.get("payload"), str):
+            tally.reject(record_id, Reason.BAD_JSON, "unusable record in a verification packet file")
+            continue
+        index[record_id] = record["payload"]
+    return index
+
+
+class _Batcher:
+    """Collects opened packets and runs a batch function every BATCH_SIZE items."""
+
+    def __init__(self, run: Callable[[list], None]) -> None:
+        self._run = run
+        self.items: list = []
+
+    def add(self, item) -> None:
+        self.items.append(item)
+        if len(self.items) >= BATCH_SIZE:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.items:
+            items, self.items = self.items, []
+            self._run(items)
+
+
+def verify1(
+    server: Server,
+    schedule: Schedule,
+    shares: Iterable[Record | BadRecord],
+    sink: Sink,
+    tally: Tally,
+) -> None:
+    """Write {"id", "payload": verify1 packet} for every share that opens."""
+    points = server.points(schedule)
+    seen: set[str] = set()
+
+    def run(items: list[tuple[str, ClientPacket, int]]) -> None:
+        results = server.verify1([p for _, p, _ in items], [r for _, _, r in items])
+        for (record_id, _, _), packet in zip(items, results):
+            sink({"id": record_id, "payload": encode_base64(packet.to_bytes())})
+
+    batch = _Batcher(run)
+    for record in shares:
+        tally.total += 1
+        try:
+            record_id, payload = _id_and_payload(record)
+            packet = server.open(payload)
+        except PacketError as exc:
+            tally.reject(_record_id(record), exc.reason, exc.detail)
+            continue
+        point = next(points)  # the peer draws for this packet too, duplicate or not
+        if record_id in seen:
+            tally.reject(record_id, Reason.DUPLICATE_ID, "id seen before in this input")
+            continue
+        seen.add(record_id)
+        batch.add((record_id, packet, point))
+    batch.flush()
+
+
+def _lookup(index: dict[str, str], record_id: str, reason: Reason, what: str) -> bytes:
+    if record_id not in index:
+        raise PacketError(reason, f"no {what} for this id")
+    return decode_base64(index[record_id])
+
+
+def verify2(
+    server: Server,
+    schedule: Schedule,
+    shares: Iterable[Record | BadRecord],
+    internal: dict[str, str],
+    external: dict[str, str],
+    sink: Sink,
+    tally: Tally,
+) -> None:
+    """Write {"id", "payload": verify2 packet} for every share with both verify1 packets."""
+    points = server.points(schedule)
+    seen: set[str] = set()
+
+    def run(items: list[tuple[str, ClientPacket, int, Verify1, Verify1]]) -> None:
+        results = server.verify2(
+            [i[1] for i in items], [i[2] for i in items], [i[3] for i in items], [i[4] for i in items]
+        )
+        for item, out in zip(items, results):
+            sink({"id": item[0], "payload": encode_base64(codec.pack_verify2(out))})
+
+    batch = _Batcher(run)
+    for record in shares:
+        tally.total += 1
+        record_id = _record_id(record)
+        try:
+            record_id, payload = _id_and_payload(record)
+            own = _lookup(internal, record_id, Reason.MISSING_OWN_PACKET, "verify1 packet of this server")
+            peer = _lookup(external, record_id, Reason.MISSING_PEER_PACKET, "verify1 packet of the other server")
+            packet = server.open(payload)
+        except PacketError as exc:
+            tally.reject(record_id, exc.reason, exc.detail)
+            continue
+        point = next(points)
+        try:
+            if record_id in seen:
+                raise PacketError(Reason.DUPLICATE_ID, "id seen before in this input")
+            packets = Verify1.from_bytes(own), Verify1.from_bytes(peer)
+        except PacketError as exc:
+            tally.reject(record_id, exc.reason, exc.detail)
+            continue
+        seen.add(record_id)
+        batch.add((record_id, packet, point, *packets))
+    batch.flush()
+
+
+def aggregate(
+    server: Server,
+    shares: Iterable[Record | BadRecord],
+    internal: dict[str, str],
+    external: dict[str, str],
+    tally: Tally,
+) -> TotalShare:
+    """The total share of all shares whose proof both servers accepted."""
+    total = TotalShare(server.config, server.index)
+    seen: set[str] = set()
+
+    def run(packets: list[ClientPacket]) -> None:
+        total.add(server.data_shares(packets))
+
+    batch = _Batcher(run)
+    for record in shares:
+        tally.total += 1
+        record_id = _record_id(record)
+        try:
+            record_id, payload = _id_and_payload(record)
+            own = _lookup(internal, record_id, Reason.MISSING_OWN_PACKET, "verify2 packet of this server")
+            peer = _lookup(external, record_id, Reason.MISSING_PEER_PACKET, "verify2 packet of the other server")
+            packet = server.open(payload)
+            if not is_valid(codec.read_verify2(own), codec.read_verify2(peer)):
+                raise PacketError(Reason.INVALID_PROOF, "the proof does not verify")
+            if record_id in seen:
+                raise PacketError(Reason.DUPLICATE_ID, "id seen before in this input")
+        except PacketError as exc:
+            tally.reject(record_id, exc.reason, exc.detail)
+            continue
+        seen.add(record_id)
+        batch.add(packet)
+    batch.flush()
+    return total
+
+
+def aggregate_record(server: Server, total: TotalShare, tally: Tally) -> Record:
+    """The aggregate file's record; batch_id, n_data and server_id let publish check pairings."""
+    return {
+        "payload": encode_base64(total.to_bytes()),
+        "error": tally.errors,
+        "total": tally.total,
+        "batch_id": server.config.batch_id.decode("utf-8", "replace"),
+        "n_data": server.config.n_data,
+        "server_id": "AB"[server.index],
+    }
+
+
+def _merge_aggregates(config: Config, records: Iterable[Record | BadRecord], expected_index: int, side: str):
+    """Sum the partial aggregates of one server: (TotalShare, error, total)."""
+    merged: TotalShare | None = None
+    errors = totals = 0
+    for record in records:
+        if isinstance(record, BadRecord) or not isinstance(record.get("payload"), str):
+            raise PublishError(f"the {side} aggregate is not a valid aggregate record")
+        if "batch_id" in record and record["batch_id"] != config.batch_id.decode("utf-8", "replace"):
+            raise PublishError(f"the {side} aggregate is for batch {record['batch_id']!r}, not this batch")
+        if "n_data" in record and record["n_data"] != config.n_data:
+            raise PublishError(f"the {side} aggregate has n_data {record['n_data']}, not {config.n_data}")
+        try:
+            share = TotalShare.from_bytes(config, decode_base64(record["payload"]))
+        except PacketError as exc:
+            raise PublishError(f"the {side} aggregate does not fit this configuration: {exc}") from None
+        if share.index != expected_index:
+            raise PublishError(f"the {side} aggregate is server {'AB'[share.index]}'s, expected server {'AB'[expected_index]}'s")
+        if merged is None:
+            merged = share
+        else:
+            merged.add_total(share)
+        errors += int(record.get("error", 0))
+        totals += int(record.get("total", 0))
+    if merged is None:
+        raise PublishError(f"the {side} aggregate is empty")
+    return merged, errors, totals
+
+
+def publish(
+    config: Config,
+    server_index: int,
+    internal: Iterable[Record | BadRecord],
+    external: Iterable[Record | BadRecord],
+    min_batch_size: int = 0,
+    prec: int | None = None,
+) -> Record:
+    """The published record: per-index counts (or integer totals with `prec`), error and total."""
+    own, error, total = _merge_aggregates(config, internal, server_index, "internal")
+    peer, _, _ = _merge_aggregates(config, external, 1 - server_index, "external")
+    valid = total - error
+    if valid < min_batch_size:
+        raise PublishError(f"only {valid} valid clients, fewer than the minimum batch size {min_batch_size}")
+    share_a, share_b = (own, peer) if server_index == codec.SERVER_A else (peer, own)
+    try:
+        counts = final_totals(config, share_a, share_b)
+    except ValueError as exc:
+        raise PublishError(str(exc)) from None
+    if prec is not None:
+        try:
+            counts = uint_totals(counts, prec)
+        except ValueError as exc:
+            raise PublishError(str(exc)) from None
+    return {
+        "id": str(uuid.uuid4()),
+        "timestamp": datetime.now(timezone.utc).replace(tzinfo=None).isoformat(),
+        "payload": counts,
+        "error": error,
+        "total": total,
+    }
+
+
+def encode_shares(
+    client: Client,
+    inputs: Iterable[Record | BadRecord],
+    sink_a: Sink,
+    sink_b: Sink,
+    tally: Tally,
+    prec: int | None = None,
+) -> None:
+    """Encrypted shares {"id", "payload"} for both servers from {"payload": [bits]} (or integers with `prec`)."""
+    n = client.config.n_data
+
+    def run(items: list[list[int]]) -> None:
+        for packet_a, packet_b in client.encode_batch(items):
+            record_id = str(uuid.uuid4())
+            sink_a({"id": record_id, "payload": encode_base64(packet_a)})
+            sink_b({"id": record_id, "payload": encode_base64(packet_b)})
+
+    batch = _Batcher(run)
+    for record in inputs:
+        tally.total += 1
+        try:
+            vector = _client_vector(record, n, prec)
+        except PacketError as exc:
+            tally.reject(_record_id(record), exc.reason, exc.detail)
+            continue
+        batch.add(vector)
+    batch.flush()
+
+
+def _client_vector(record: Record | BadRecord, n: int, prec: int | None) -> list[int]:
+    if isinstance(record, BadRecord):
+        raise PacketError(Reason.BAD_JSON, f"line {record.line} of {record.source} is not a JSON object")
+    payload = record.get("payload")
+    if not isinstance(payload, list):
+        raise PacketError(Reason.BAD_JSON, "payload must be a list")
+    if prec is not None:
+        try:
+            payload = bits_from_uints(payload, prec)
+        except ValueError as exc:
+            raise PacketError(Reason.OUT_OF_RANGE, str(exc)) from None
+    if len(payload) != n:
+        raise PacketError(Reason.WRONG_LENGTH, f"payload has {len(payload)} bits, expected {n}")
+    if any(isinstance(b, bool) or b not in (0, 1) for b in payload):
+        raise PacketError(Reason.OUT_OF_RANGE, "payload entries must be 0 or 1")
+    return [int(b) for b in payload]
+
+
+__all__ = [
+    "BATCH_SIZE",
+    "PublishError",
+    "aggregate",
+    "aggregate_record",
+    "decode_base64",
+    "encode_shares",
+    "load_index",
+    "publish",
+    "verify1",
+    "verify2",
+]

@@ -1,0 +1,18 @@
+"""IO: local folders and gs:// buckets, record files, completion markers."""
+
+from .locations import GcsLocation, LocalLocation, Location, StorageError, is_hidden, is_part_name, location
+from .records import BadRecord, RecordWriter, read_all, read_records
+
+__all__ = [
+    "BadRecord",
+    "GcsLocation",
+    "LocalLocation",
+    "Location",
+    "RecordWriter",
+    "StorageError",
+    "is_hidden",
+    "is_part_name",
+    "location",
+    "read_all",
+    "read_records",
+]

@@ -1,0 +1,281 @@
+"""Files and folders on a local disk or in Google Cloud Storage, behind one interface.
+
+A location is a local path or `gs://bucket/key`. In a bucket a "folder" is a
+key prefix. Writes are atomic: a local file is written beside its final name
+and renamed into place; an object is uploaded whole from a finished local
+temporary file. The google-cloud-storage client honours
+GOOGLE_APPLICATION_CREDENTIALS and STORAGE_EMULATOR_HOST.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+from typing import IO, Iterator
+
+GCS_SCHEME = "gs://"
+
+
+class StorageError(Exception):
+    """A location that cannot be read or written (missing, unreachable, denied)."""
+
+
+def is_hidden(name: str) -> bool:
+    """Markers and side files (`_SUCCESS`, `_rejects.*`, dot files) are not data."""
+    return name.startswith("_") or name.startswith(".")
+
+
+def is_part_name(name: str) -> bool:
+    """Names of data files inside a folder: part-*, *.json, *.ndjson, *.parquet."""
+    if is_hidden(name):
+        return False
+    return name.startswith("part-") or name.endswith((".json", ".ndjson", ".parquet"))
+
+
+class Location:
+    """Base class; use `location()` to make one."""
+
+    def __str__(self) -> str:
+        return self.uri
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.uri!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Location) and self.uri == other.uri
+
+    def __hash__(self) -> int:
+        return hash(self.uri)
+
+    uri: str
+
+    @property
+    def name(self) -> str:
+        return self.uri.rstrip("/").rsplit("/", 1)[-1]
+
+    def parts(self) -> list["Location"]:
+        """The data files to read: itself if a file, else its data files (sorted by name)."""
+        if self.is_file():
+            return [self]
+        if not self.is_dir():
+            raise StorageError(f"{self.uri} does not exist")
+        return [child for child in self.children() if is_part_name(child.name)]
+
+    # Implemented by the subclasses.
+    def join(self, *names: str) -> "Location":
+        raise NotImplementedError
+
+    def parent(self) -> "Location":
+        raise NotImplementedError
+
+    def is_file(self) -> bool:
+        raise NotImplementedError
+
+    def is_dir(self) -> bool:
+        raise NotImplementedError
+
+    def children(self) -> list["Location"]:
+        """Files directly inside this folder, sorted by name."""
+        raise NotImplementedError
+
+    def walk(self) -> list[tuple[str, "Location"]]:
+        """(relative name, file) for every file below this folder."""
+        raise NotImplementedError
+
+    def open_read(self) -> IO[bytes]:
+        raise NotImplementedError
+
+    @contextlib.contextmanager
+    def open_write(self) -> Iterator[IO[bytes]]:
+        """A binary file that appears at this location only if the block succeeds."""
+        raise NotImplementedError
+        yield
+
+    def delete(self) -> None:
+        raise NotImplementedError
+
+    def read_bytes(self) -> bytes:
+        with self.open_read() as f:
+            return f.read()
+
+    def write_bytes(self, data: bytes) -> None:
+        with self.open_write() as f:
+            f.write(data)
+
+
+class LocalLocation(Location):
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self.uri = str(self.path)
+
+    def join(self, *names: str) -> "LocalLocation":
+        return LocalLocation(self.path.joinpath(*names))
+
+    def parent(self) -> "LocalLocation":
+        return LocalLocation(self.path.parent)
+
+    def is_file(self) -> bool:
+        return self.path.is_file()
+
+    def is_dir(self) -> bool:
+        return self.path.is_dir()
+
+    def children(self) -> list[Location]:
+        try:
+            entries = sorted(self.path.iterdir())
+        except OSError as exc:
+            raise StorageError(f"cannot list {self.uri}: {exc.strerror}") from None
+        return [LocalLocation(p) for p in entries if p.is_file()]
+
+    def walk(self) -> list[tuple[str, Location]]:
+        if not self.path.is_dir():
+            return []
+        return sorted(
+            (str(p.relative_to(self.path)), LocalLocation(p)) for p in self.path.rglob("*") if p.is_file()
+        )
+
+    def open_read(self) -> IO[bytes]:
+        try:
+            return open(self.path, "rb")
+        except OSError as exc:
+            raise StorageError(f"cannot read {self.uri}: {exc.strerror}") from None
+
+    @contextlib.contextmanager
+    def open_write(self) -> Iterator[IO[bytes]]:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        except OSError as exc:
+            raise StorageError(f"cannot write {self.uri}: {exc.strerror}") from None
+        try:
+            with os.fdopen(fd, "wb") as f:
+                yield f
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+
+    def delete(self) -> None:
+        if self.path.is_dir():
+            shutil.rmtree(self.path)
+        elif self.path.exists():
+            self.path.unlink()
+
+
+@lru_cache(maxsize=1)
+def _gcs_client():
+    try:
+        from google.cloud import storage
+    except ImportError as exc:  # pragma: no cover - a dependency of the package
+        raise StorageError("google-cloud-storage is not installed") from exc
+    try:
+        return storage.Client()
+    except Exception as exc:  # google.auth.exceptions.DefaultCredentialsError and friends
+        raise StorageError(f"cannot create a Cloud Storage client: {exc}") from None
+
+
+def _gcs_call(what: str, func, *args, **kwargs):
+    from google.api_core import exceptions as api_exceptions
+
+    try:
+        return func(*args, **kwargs)
+    except api_exceptions.NotFound:
+        raise StorageError(f"{what}: not found") from None
+    except api_exceptions.GoogleAPIError as exc:
+        raise StorageError(f"{what}: {exc.__class__.__name__}: {getattr(exc, 'message', exc)}") from None
+    except OSError as exc:  # connection refused and the like
+        raise StorageError(f"{what}: {exc}") from None
+
+
+class GcsLocation(Location):
+    def __init__(self, bucket: str, key: str) -> None:
+        if not bucket:
+            raise StorageError("a gs:// location needs a bucket name")
+        self.bucket_name = bucket
+        self.key = key.strip("/")
+        self.uri = f"{GCS_SCHEME}{bucket}/{self.key}" if self.key else f"{GCS_SCHEME}{bucket}"
+
+    @property
+    def _bucket(self):
+        return _gcs_client().bucket(self.bucket_name)
+
+    def _prefix(self) -> str:
+        return f"{self.key}/" if self.key else ""
+
+    def join(self, *names: str) -> "GcsLocation":
+        key = "/".join([self.key, *names]) if self.key else "/".join(names)
+        return GcsLocation(self.bucket_name, key)
+
+    def parent(self) -> "GcsLocation":
+        return GcsLocation(self.bucket_name, self.key.rsplit("/", 1)[0] if "/" in self.key else "")
+
+    def is_file(self) -> bool:
+        if not self.key:
+            return False
+        return bool(_gcs_call(f"cannot read {self.uri}", self._bucket.blob(self.key).exists))
+
+    def is_dir(self) -> bool:
+        blobs = _gcs_call(
+            f"cannot list {self.uri}",
+            lambda: list(_gcs_client().list_blobs(self.bucket_name, prefix=self._prefix(), max_results=1)),
+        )
+        return bool(blobs)
+
+    def children(self) -> list[Location]:
+        prefix = self._prefix()
+
+        def names() -> list[str]:
+            blobs = _gcs_client().list_blobs(self.bucket_name, prefix=prefix, delimiter="/")
+            return sorted(b.name for b in blobs if b.name != prefix)
+
+        return [GcsLocation(self.bucket_name, name) for name in _gcs_call(f"cannot list {self.uri}", names)]
+
+    def walk(self) -> list[tuple[str, Location]]:
+        prefix = self._prefix()
+
+        def names() -> list[str]:
+            return sorted(b.name for b in _gcs_client().list_blobs(self.bucket_name, prefix=prefix))
+
+        return [
+            (name[len(prefix):], GcsLocation(self.bucket_name, name))
+            for name in _gcs_call(f"cannot list {self.uri}", names)
+            if name != prefix
+        ]
+
+    def open_read(self) -> IO[bytes]:
+        blob = self._bucket.blob(self.key)
+        # Fetch metadata first so a missing object fails here, clearly.
+        _gcs_call(f"cannot read {self.uri}", blob.reload)
+        return _gcs_call(f"cannot read {self.uri}", blob.open, "rb", chunk_size=8 * 1024 * 1024)
+
+    @contextlib.contextmanager
+    def open_write(self) -> Iterator[IO[bytes]]:
+        with tempfile.NamedTemporaryFile(prefix="prio-upload-", suffix=".tmp") as tmp:
+            yield tmp
+            tmp.flush()
+            blob = self._bucket.blob(self.key)
+            _gcs_call(f"cannot write {self.uri}", blob.upload_from_filename, tmp.name)
+
+    def delete(self) -> None:
+        if self.is_file():
+            _gcs_call(f"cannot delete {self.uri}", self._bucket.blob(self.key).delete)
+        for _, child in self.walk():
+            _gcs_call(f"cannot delete {child.uri}", child._bucket.blob(child.key).delete)
+
+
+def location(path: str | os.PathLike | Location) -> Location:
+    """A Location from a local path or a gs:// URI."""
+    if isinstance(path, Location):
+        return path
+    text = os.fspath(path)
+    if text.startswith(GCS_SCHEME):
+        bucket, _, key = text[len(GCS_SCHEME):].partition("/")
+        return GcsLocation(bucket, key)
+    return LocalLocation(text)
