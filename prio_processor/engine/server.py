@@ -232,28 +232,37 @@ def _evaluate_shared_point(polys: list[limbs.Limbs], h0: list[int], point: int, 
 
 
 class TotalShare:
-    """Running sum of one server's valid data shares."""
+    """Running sum of one server's valid data shares (libprio's PrioTotalShare)."""
 
-    def __init__(self, config: Config, server_id: str | int) -> None:
-        self.config = config
+    def __init__(self, length: int, server_id: str | int) -> None:
+        self.length = length
         self.index = server_index(server_id)
-        self._sum = np.zeros((limbs.LIMBS, config.n_data), dtype=np.int64)
+        self._sum = np.zeros((limbs.LIMBS, length), dtype=np.int64)
         self._pending = 0
 
     def add(self, shares: limbs.Limbs) -> None:
-        """Add a batch of data shares (4, B, n)."""
+        """Add a batch of data shares (4, B, length)."""
         self._sum += shares.sum(axis=1)
         self._pending += shares.shape[1]
         if self._pending > 1 << 30:  # keep int64 limb sums far from overflow
             self._sum = limbs.reduce(self._sum)
             self._pending = 1
 
-    def add_total(self, other: "TotalShare") -> None:
-        """Merge another partial total of the same configuration and server."""
-        if other.index != self.index or other.config.n_data != self.config.n_data:
+    def merge(self, other: "TotalShare") -> None:
+        """Add another partial total of the same server and length."""
+        if other.index != self.index or other.length != self.length:
             raise ValueError("partial totals of different servers or lengths cannot be merged")
-        self._sum = limbs.reduce(self._sum + limbs.reduce(other._sum))
+        self._sum = limbs.reduce(limbs.reduce(self._sum) + limbs.reduce(other._sum))
         self._pending = 1
+
+    def folded_uint(self, prec: int) -> "TotalShare":
+        """Shares of integer totals from shares of bit totals (libprio's PrioTotalShare_set_data_uint)."""
+        if prec < 1 or self.length % prec:
+            raise ValueError(f"{self.length} bit totals are not a whole number of {prec}-bit integers")
+        values = uint_totals(self.values(), prec)
+        folded = TotalShare(len(values), self.index)
+        folded._sum = limbs.from_ints(values)
+        return folded
 
     def values(self) -> list[int]:
         return limbs.to_ints(self._sum)
@@ -262,20 +271,19 @@ class TotalShare:
         return codec.pack_total_share(self.index, limbs.to_bytes11(self._sum))
 
     @classmethod
-    def from_bytes(cls, config: Config, data: bytes) -> "TotalShare":
-        index, rows = codec.read_total_share(data, config.n_data)
-        total = cls(config, index)
+    def from_bytes(cls, data: bytes, length: int) -> "TotalShare":
+        index, rows = codec.read_total_share(data, length)
+        total = cls(length, index)
         total._sum = limbs.from_bytes11(rows)
         return total
 
 
-def final_totals(config: Config, share_a: TotalShare, share_b: TotalShare) -> list[int]:
-    """Per-index counts from A's and B's total shares (libprio's PrioTotalShare_final)."""
+def final_totals(share_a: TotalShare, share_b: TotalShare) -> list[int]:
+    """Per-index totals from A's and B's total shares (libprio's PrioTotalShare_final)."""
     if share_a.index != SERVER_A or share_b.index != SERVER_B:
         raise ValueError("final totals need server A's total share and server B's, in that order")
-    for share in (share_a, share_b):
-        if share.config.n_data != config.n_data:
-            raise ValueError("a total share has the wrong length for this configuration")
+    if share_a.length != share_b.length:
+        raise ValueError("the two total shares have different lengths")
     totals = [(x + y) % MODULUS for x, y in zip(share_a.values(), share_b.values())]
     if any(t >= 1 << 64 for t in totals):
         raise ValueError("a total does not fit in 64 bits: the shares do not belong together")
@@ -287,7 +295,7 @@ def uint_totals(bit_totals: Sequence[int], prec: int) -> list[int]:
     if prec < 1 or len(bit_totals) % prec:
         raise ValueError(f"{len(bit_totals)} bit totals are not a whole number of {prec}-bit integers")
     return [
-        sum(bit_totals[j * prec + k] << (prec - 1 - k) for k in range(prec))
+        sum(bit_totals[j * prec + k] << (prec - 1 - k) for k in range(prec)) % MODULUS
         for j in range(len(bit_totals) // prec)
     ]
 

@@ -24,7 +24,7 @@ from ..engine.client import Client, bits_from_uints
 from ..engine.codec import ClientPacket
 from ..engine.config import Config
 from ..engine.errors import PacketError, Reason
-from ..engine.server import Schedule, Server, TotalShare, Verify1, final_totals, is_valid, uint_totals
+from ..engine.server import Schedule, Server, TotalShare, Verify1, final_totals, is_valid
 from ..storage import BadRecord
 from .tally import Tally
 
@@ -190,7 +190,7 @@ def aggregate(
     tally: Tally,
 ) -> TotalShare:
     """The total share of all shares whose proof both servers accepted."""
-    total = TotalShare(server.config, server.index)
+    total = TotalShare(server.config.n_data, server.index)
     seen: set[str] = set()
 
     def run(packets: list[ClientPacket]) -> None:
@@ -242,7 +242,7 @@ def _merge_aggregates(config: Config, records: Iterable[Record | BadRecord], exp
         if "n_data" in record and record["n_data"] != config.n_data:
             raise PublishError(f"the {side} aggregate has n_data {record['n_data']}, not {config.n_data}")
         try:
-            share = TotalShare.from_bytes(config, decode_base64(record["payload"]))
+            share = TotalShare.from_bytes(decode_base64(record["payload"]), config.n_data)
         except PacketError as exc:
             raise PublishError(f"the {side} aggregate does not fit this configuration: {exc}") from None
         if share.index != expected_index:
@@ -250,7 +250,7 @@ def _merge_aggregates(config: Config, records: Iterable[Record | BadRecord], exp
         if merged is None:
             merged = share
         else:
-            merged.add_total(share)
+            merged.merge(share)
         errors += int(record.get("error", 0))
         totals += int(record.get("total", 0))
     if merged is None:
@@ -274,14 +274,11 @@ def publish(
         raise PublishError(f"only {valid} valid clients, fewer than the minimum batch size {min_batch_size}")
     share_a, share_b = (own, peer) if server_index == codec.SERVER_A else (peer, own)
     try:
-        counts = final_totals(config, share_a, share_b)
+        if prec is not None:
+            share_a, share_b = share_a.folded_uint(prec), share_b.folded_uint(prec)
+        counts = final_totals(share_a, share_b)
     except ValueError as exc:
         raise PublishError(str(exc)) from None
-    if prec is not None:
-        try:
-            counts = uint_totals(counts, prec)
-        except ValueError as exc:
-            raise PublishError(str(exc)) from None
     return {
         "id": str(uuid.uuid4()),
         "timestamp": datetime.now(timezone.utc).replace(tzinfo=None).isoformat(),

@@ -1,0 +1,55 @@
+"""Vectorized field arithmetic agrees with Python integers modulo p."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from prio_processor.engine import limbs
+from prio_processor.engine.field import MODULUS
+
+elements = st.lists(st.integers(0, MODULUS - 1) | st.sampled_from([0, 1, MODULUS - 1, 2**87, 2**66 - 1]), min_size=1, max_size=40)
+
+
+@given(elements, elements)
+def test_mul_and_mul_add(xs, ys):
+    ys = (ys * len(xs))[: len(xs)]
+    a, b = limbs.from_ints(xs), limbs.from_ints(ys)
+    assert limbs.to_ints(limbs.mul(a, b)) == [x * y % MODULUS for x, y in zip(xs, ys)]
+    # Sums and differences of normalized values are valid inputs, and mul_add reduces once.
+    got = limbs.to_ints(limbs.mul_add(a + b, a - b, limbs.mul(a, b), b - a))
+    assert got == [((x + y) * (x - y) + x * y * (y - x)) % MODULUS for x, y in zip(xs, ys)]
+
+
+@given(elements)
+def test_bytes_round_trip(xs):
+    rows = limbs.to_bytes11(limbs.from_ints(xs))
+    assert [int.from_bytes(r.tobytes(), "big") for r in rows] == xs
+    assert limbs.to_ints(limbs.from_bytes11(rows)) == xs
+    assert limbs.below_modulus_bytes11(rows).all()
+
+
+@given(st.integers(MODULUS, 2**88 - 1))
+def test_range_check_rejects_values_from_p_up(value):
+    row = np.frombuffer(value.to_bytes(11, "big"), dtype=np.uint8)[None, :]
+    assert not limbs.below_modulus_bytes11(row)[0]
+
+
+@settings(max_examples=30)
+@given(st.lists(elements, min_size=1, max_size=5))
+def test_reduce_of_sums(groups):
+    width = len(groups[0])
+    rows = [(g * width)[:width] for g in groups]
+    stacked = limbs.from_ints(sum(rows, [])).reshape(limbs.LIMBS, len(rows), width)
+    assert limbs.to_ints(limbs.reduce(stacked.sum(axis=1))) == [sum(col) % MODULUS for col in zip(*rows)]
+
+
+def test_canonical_of_boundary_values():
+    # Values just around p and 2p after normalization land in [0, p).
+    near = [MODULUS - 1, MODULUS, MODULUS + 1, 2 * MODULUS - 1, 2**88 - 1, 0]
+    x = np.zeros((limbs.LIMBS, len(near)), dtype=np.int64)
+    for j, v in enumerate(near):
+        for i in range(limbs.LIMBS):
+            x[i, j] = (v >> (22 * i)) & limbs.MASK if i < 3 else v >> 66
+    assert limbs.to_ints(x) == [v % MODULUS for v in near]

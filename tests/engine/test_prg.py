@@ -1,0 +1,42 @@
+"""The PRG draws as libprio does, in both keyings."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+from prio_processor.engine import limbs
+from prio_processor.engine.field import MODULUS
+from prio_processor.engine.prg import Prg, PrgKeying, prg_key
+
+
+def test_keyings():
+    seed = bytes(range(16))
+    assert prg_key(seed, b"batch", PrgKeying.RAW) == seed
+    assert prg_key(seed, b"batch", PrgKeying.HASHED) == hashlib.sha256(seed + b"batch").digest()[:16]
+    with pytest.raises(ValueError):
+        prg_key(b"short", b"batch", PrgKeying.RAW)
+
+
+def test_draw_reads_twelve_bytes_and_moves_the_last_to_the_front():
+    key = bytes(16)
+    stream = Cipher(algorithms.AES(key), modes.CTR(bytes(16))).encryptor().update(bytes(12 * 64))
+    expected = []
+    for i in range(64):
+        block = stream[12 * i: 12 * i + 12]
+        value = int.from_bytes(block[11:] + block[1:11], "big")
+        if value < MODULUS:
+            expected.append(value)
+    prg = Prg(key)
+    assert [prg.draw() for _ in expected] == expected
+
+
+@pytest.mark.parametrize("count", [1, 7, 1000])
+def test_vectorized_draws_match_scalar_draws_and_stop_in_place(count):
+    key = b"k" * 16
+    scalar = Prg(key)
+    expected = [scalar.draw() for _ in range(count)] + [scalar.draw_range(5)]
+    batch = Prg(key)
+    assert limbs.to_ints(batch.draw_elements(count)) + [batch.draw_range(5)] == expected

@@ -1,0 +1,48 @@
+"""Helpers shared by several test modules."""
+
+from __future__ import annotations
+
+import os
+
+from prio_processor.engine import keys
+from prio_processor.engine.config import Config
+from prio_processor.engine.server import Schedule, Server, TotalShare
+from prio_processor.pipeline import stages
+from prio_processor.pipeline.tally import Tally
+from vectors import Case, read_payloads
+
+
+class Pair:
+    """A fresh configuration with both servers."""
+
+    def __init__(self, n_data: int, batch_id: bytes = b"test-batch") -> None:
+        self.private_a, public_a = keys.generate_keypair()
+        self.private_b, public_b = keys.generate_keypair()
+        self.seed = os.urandom(16)
+        self.config = Config(n_data, public_a, public_b, batch_id)
+        self.a = Server(self.config, "A", self.private_a, self.seed)
+        self.b = Server(self.config, "B", self.private_b, self.seed)
+
+
+
+def vector_server(case: Case, server_id: str) -> Server:
+    private = keys.private_key_from_hex(case.keys(server_id)["private_key"])
+    return Server(case.config, server_id, private, case.shared_seed, case.keying)
+
+
+def vector_total_shares(case: Case) -> dict[str, TotalShare]:
+    """Each server's total share of a case, aggregated from the original's verify2 files."""
+    out = {}
+    for server, peer in (("A", "B"), ("B", "A")):
+        total = stages.aggregate(
+            vector_server(case, server),
+            case.raw(server),
+            read_payloads(case.intermediate(server, "verify2")),
+            read_payloads(case.intermediate(peer, "verify2")),
+            Tally("aggregate"),
+        )
+        out[server] = total
+    return out
+
+
+__all__ = ["Pair", "Schedule", "vector_server", "vector_total_shares"]
