@@ -20,6 +20,8 @@ from .config import Config
 from .field import MODULUS
 from .prg import SEED_BYTES, Prg, PrgKeying
 
+_CHUNK_ELEMENTS = 1 << 17
+
 
 def _random_element() -> int:
     return secrets.randbelow(MODULUS)
@@ -76,6 +78,11 @@ class Client:
 
     def encode_batch(self, vectors: Sequence[Sequence[int]]) -> list[tuple[bytes, bytes]]:
         """Encrypted packets (for A, for B) of each bit vector."""
+        # Chunks keep the limb arrays of one pass at a few megabytes.
+        step = max(1, _CHUNK_ELEMENTS // self.config.n_points)
+        return [p for start in range(0, len(vectors), step) for p in self._encode_chunk(vectors[start:start + step])]
+
+    def _encode_chunk(self, vectors: Sequence[Sequence[int]]) -> list[tuple[bytes, bytes]]:
         cfg = self.config
         n, big_n = cfg.n_data, cfg.n_points
         count = len(vectors)

@@ -66,6 +66,10 @@ class Location:
         return [child for child in self.children() if is_part_name(child.name)]
 
     # Implemented by the subclasses.
+    def create_bucket(self) -> None:
+        """Make sure the bucket (or local folder) exists."""
+        raise NotImplementedError
+
     def join(self, *names: str) -> "Location":
         raise NotImplementedError
 
@@ -111,6 +115,9 @@ class LocalLocation(Location):
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
         self.uri = str(self.path)
+
+    def create_bucket(self) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
 
     def join(self, *names: str) -> "LocalLocation":
         return LocalLocation(self.path.joinpath(*names))
@@ -208,6 +215,15 @@ class GcsLocation(Location):
 
     def _prefix(self) -> str:
         return f"{self.key}/" if self.key else ""
+
+    def create_bucket(self) -> None:
+        client = _gcs_client()
+
+        def create() -> None:
+            if client.lookup_bucket(self.bucket_name) is None:
+                client.create_bucket(self.bucket_name)
+
+        _gcs_call(f"cannot create bucket {self.bucket_name}", create)
 
     def join(self, *names: str) -> "GcsLocation":
         key = "/".join([self.key, *names]) if self.key else "/".join(names)

@@ -1,0 +1,89 @@
+"""`prio bucket`: storage operations for the server scripts (local folders or gs://)."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from ..storage import location
+from ..storage import ops
+from .commands import _storage_errors, entry_point
+
+
+@entry_point.group()
+def bucket() -> None:
+    """Storage operations on local folders and gs:// buckets, for the bin/ scripts."""
+
+
+@bucket.command("ls")
+@click.argument("path")
+def ls(path: str) -> None:
+    """List every file below PATH, one relative name per line."""
+    with _storage_errors():
+        for name in ops.list_files(location(path)):
+            click.echo(name)
+
+
+@bucket.command()
+@click.argument("path")
+def exists(path: str) -> None:
+    """Exit 0 if PATH is a file or a folder holding files, 1 otherwise."""
+    with _storage_errors():
+        loc = location(path)
+        found = loc.is_file() or loc.is_dir()
+    sys.exit(0 if found else 1)
+
+
+@bucket.command()
+@click.argument("path")
+@click.option("--retry-limit", envvar="RETRY_LIMIT", type=click.IntRange(min=0), default=5, show_default=True,
+              help="Give up after this many waits plus one.")
+@click.option("--retry-delay", envvar="RETRY_DELAY", type=click.FloatRange(min=0), default=2, show_default=True,
+              help="Seconds of the first wait.")
+@click.option("--retry-backoff-exponent", envvar="RETRY_BACKOFF_EXPONENT", type=click.FloatRange(min=1), default=2,
+              show_default=True, help="Each wait is this many times longer than the one before.")
+def wait(path: str, retry_limit: int, retry_delay: float, retry_backoff_exponent: float) -> None:
+    """Wait until the file PATH (a _SUCCESS marker, say) exists; exit 1 when retries run out."""
+    with _storage_errors():
+        found = ops.wait_for(location(path), retry_limit, retry_delay, retry_backoff_exponent,
+                             report=lambda line: click.echo(line, err=True))
+    if not found:
+        click.echo(f"Reached the maximum number of retries waiting for {path}.", err=True)
+        sys.exit(1)
+
+
+@bucket.command()
+@click.argument("source")
+@click.argument("target")
+@click.option("--no-marker", is_flag=True, help="Do not write TARGET/_SUCCESS after the copy.")
+def sync(source: str, target: str, no_marker: bool) -> None:
+    """Make TARGET hold exactly the files of SOURCE (deleting others), then write TARGET/_SUCCESS."""
+    with _storage_errors():
+        count = ops.sync(location(source), location(target), mark_success=not no_marker)
+    click.echo(f"synced {count} files to {target}")
+
+
+@bucket.command()
+@click.argument("path")
+def touch(path: str) -> None:
+    """Write PATH/_SUCCESS, marking the folder complete."""
+    with _storage_errors():
+        ops.mark_success(location(path))
+
+
+@bucket.command()
+@click.argument("path")
+def rm(path: str) -> None:
+    """Delete everything below PATH."""
+    with _storage_errors():
+        count = ops.delete_all(location(path))
+    click.echo(f"deleted {count} files from {path}" if count else "nothing to delete")
+
+
+@bucket.command()
+@click.argument("path")
+def create(path: str) -> None:
+    """Create the bucket of a gs:// PATH (or the local folder) if it does not exist."""
+    with _storage_errors():
+        location(path).create_bucket()
