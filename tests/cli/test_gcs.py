@@ -7,7 +7,7 @@ import json
 from google.cloud import storage
 
 from runner import run_inprocess, run_subprocess
-from test_vector_chain import PEER, server_env
+from test_cli_chain import PEER, server_env
 from vectors import VECTORS, Case, read_payloads
 
 
