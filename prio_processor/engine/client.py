@@ -18,7 +18,7 @@ from . import codec, limbs, poly, seal
 from .codec import SERVER_A, SERVER_B
 from .config import Config
 from .field import MODULUS
-from .prg import SEED_BYTES, Prg, PrgKeying
+from .prg import SEED_BYTES, PrgKeying, expand_seeds
 
 _CHUNK_ELEMENTS = 1 << 17
 
@@ -99,9 +99,7 @@ class Client:
 
         seeds = [os.urandom(SEED_BYTES) for _ in range(count)]
         # B's data shares come first from its PRG, then its h shares.
-        drawn = np.stack(
-            [Prg.from_seed(seed, cfg.batch_id, self.keying).draw_elements(n + big_n) for seed in seeds], axis=1
-        )
+        drawn = expand_seeds(seeds, cfg.batch_id, self.keying, n + big_n)
         data_a = drawn[..., :n].copy()
         data_a *= -1
         data_a[0] += x

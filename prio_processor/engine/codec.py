@@ -159,20 +159,26 @@ class _Reader:
 
     def elements(self, expected: int, what: str) -> np.ndarray:
         """An array of exactly `expected` elements as (expected, 11) rows."""
+        header = self.position
         count = self.array_header()
         if count != expected:
             raise PacketError(Reason.WRONG_LENGTH, f"{what} has {count} elements, expected {expected}")
-        start = self.position
-        rows = _fast_elements(self.data, start, count)
+        rows = _fast_elements(self.data, header, self.position, count)
         if rows is None:
             values = [self.element() for _ in range(count)]
             rows = _rows_from_ints(values)
         else:
             self.position = rows[1]
             rows = rows[0]
-            if not below_modulus_bytes11(rows).all():
+            if not _below_modulus(rows):
                 raise PacketError(Reason.OUT_OF_RANGE, f"{what} holds an element not below the modulus")
         return rows
+
+
+def _below_modulus(rows: np.ndarray) -> bool:
+    """All rows < p. Only a top byte of 0x80 or more can reach p, so check those rows exactly."""
+    high = np.flatnonzero(rows[:, 0] >= MODULUS >> 80)
+    return not len(high) or bool(below_modulus_bytes11(rows[high]).all())
 
 
 def _rows_from_ints(values: list[int]) -> np.ndarray:
@@ -180,33 +186,44 @@ def _rows_from_ints(values: list[int]) -> np.ndarray:
     return np.frombuffer(buf, dtype=np.uint8).reshape(len(values), ELEMENT_BYTES).copy()
 
 
-def _fast_elements(data: bytes, start: int, count: int) -> tuple[np.ndarray, int] | None:
-    """Rows of `count` fixstr elements at `start`, and the end offset.
+def _fast_elements(data: bytes, header: int, start: int, count: int) -> tuple[np.ndarray, int] | None:
+    """Rows of the `count` fixstr elements of the array at `header` (items from
+    `start`), and the end offset.
 
-    None when the items are not all plain fixstr of at most 11 bytes; the
-    caller then reads them one by one with full type checks.
+    None unless every item is a plain fixstr of at most 11 bytes, which the
+    rebuilt chain of headers proves; the caller then reads the items one by
+    one with full type checks.
     """
     if count == 0:
         return np.zeros((0, ELEMENT_BYTES), dtype=np.uint8), start
     unpacker = msgpack.Unpacker(raw=True, max_buffer_size=max(len(data), 1024))
-    unpacker.feed(memoryview(data)[start:])
+    unpacker.feed(memoryview(data)[header:])
     try:
-        items = [unpacker.unpack() for _ in range(count)]
-        lengths = np.fromiter(map(len, items), dtype=np.int64, count=count)
+        items = unpacker.unpack()
+        if type(items) is not list or len(items) != count:
+            return None
+        fixed = np.array(items, dtype=f"S{ELEMENT_BYTES}")
     except Exception:  # truncated, wrong types: let the careful reader say which
         return None
-    end = start + unpacker.tell()
-    if lengths.max() > ELEMENT_BYTES or end - start != count + int(lengths.sum()):
+    end = header + unpacker.tell()
+    # numpy pads short strings with zeros on the right; only rows ending in a
+    # zero byte can be short, so only those need their true length.
+    rows = fixed.view(np.uint8).reshape(count, ELEMENT_BYTES)
+    lengths = np.full(count, ELEMENT_BYTES, dtype=np.int64)
+    maybe_short = np.flatnonzero(rows[:, -1] == 0)
+    try:
+        lengths[maybe_short] = [len(items[i]) for i in maybe_short.tolist()]
+    except TypeError:
+        return None
+    if end - start != count + int(lengths.sum()):
         return None
     buf = np.frombuffer(data, dtype=np.uint8)
     headers = start + np.cumsum(lengths + 1) - lengths - 1
     if not (buf[headers] == (0xA0 | lengths)).all():
         return None
-    rows = np.frombuffer(np.array(items, dtype=f"S{ELEMENT_BYTES}").tobytes(), dtype=np.uint8)
-    rows = rows.reshape(count, ELEMENT_BYTES).copy()
-    short = np.flatnonzero(lengths < ELEMENT_BYTES)
+    short = maybe_short[lengths[maybe_short] < ELEMENT_BYTES]
     if len(short):
-        # numpy left-aligns short strings; move them to the right (big-endian values).
+        # Move short values to the right: rows are big-endian numbers.
         shift = (ELEMENT_BYTES - lengths[short])[:, None]
         source = np.arange(ELEMENT_BYTES)[None, :] - shift
         moved = np.take_along_axis(rows[short], np.maximum(source, 0), axis=1)

@@ -1,15 +1,15 @@
 """Vectorized arithmetic modulo p = 2**87 + 2**19 + 1 on numpy arrays.
 
 An element is four signed 22-bit limbs in an int64 array whose first axis is
-the limb axis: ``x[0] + x[1]*2**22 + x[2]*2**44 + x[3]*2**66``. Limb products
-stay below 2**48, so a whole schoolbook product, or the sum of two, fits in
-int64 before reduction. Reduction uses the special form of p:
+the limb axis: ``x[0] + x[1]*2**22 + x[2]*2**44 + x[3]*2**66``. Limbs stay
+small enough that a whole schoolbook product, or the sum of two, fits in int64
+before reduction. Reduction uses the special form of p:
 2**88 = -(2**20 + 2) (mod p).
 
-Results of `mul` and `reduce` are *normalized*: limbs 0-2 in [0, 2**22), limb 3
-in [-1, 2**22), value in (-2**48, 2**88). Sums and differences of two
-normalized values are valid `mul` inputs (every limb below 2**24 in size);
-`canonical` brings a value into [0, p).
+Results of `mul` and `reduce` are *loose*: every limb in [-2**18, 2**22 + 2**18).
+`mul` accepts limbs up to 2**29 in size, so sums and differences of a few
+loose values are valid inputs without another reduction; `canonical` brings a
+value into [0, p).
 """
 
 from __future__ import annotations
@@ -54,14 +54,19 @@ def to_ints(x: Limbs) -> list[int]:
 
 def from_bytes11(rows: np.ndarray) -> Limbs:
     """Limbs of 11-byte big-endian rows (uint8, last axis of size 11)."""
+    shape = rows.shape[:-1]
+    flat = rows.reshape(-1, rows.shape[-1])
+    out = np.empty((LIMBS, len(flat)), dtype=np.int64)
+    for start in range(0, len(flat), CHUNK_ELEMENTS):  # in cache-sized pieces
+        out[:, start:start + CHUNK_ELEMENTS] = _from_bytes11(flat[start:start + CHUNK_ELEMENTS])
+    return out.reshape((LIMBS,) + shape)
+
+
+def _from_bytes11(rows: np.ndarray) -> Limbs:
     rows = np.ascontiguousarray(rows, dtype=np.uint8)
-    lo = rows[..., 3:].copy().view(">u8")[..., 0].astype(np.uint64)
-    hi = (
-        rows[..., 0].astype(np.int64) << 16
-        | rows[..., 1].astype(np.int64) << 8
-        | rows[..., 2].astype(np.int64)
-    )
-    out = np.empty((LIMBS,) + lo.shape, dtype=np.int64)
+    lo = rows[:, 3:].copy().view(">u8")[:, 0].astype(np.uint64)
+    hi = rows[:, 0].astype(np.int64) << 16 | rows[:, 1].astype(np.int64) << 8 | rows[:, 2]
+    out = np.empty((LIMBS, len(rows)), dtype=np.int64)
     out[0] = (lo & np.uint64(MASK)).astype(np.int64)
     out[1] = ((lo >> np.uint64(22)) & np.uint64(MASK)).astype(np.int64)
     out[2] = (lo >> np.uint64(44)).astype(np.int64) | (hi & 3) << 20
@@ -106,68 +111,58 @@ def _carry(x: Limbs, count: int) -> None:
         x[i + 1] += carry
 
 
-def _columns(a: Limbs, b: Limbs) -> Limbs:
-    """The seven column sums of the schoolbook product (no reduction)."""
-    a0, a1, a2, a3 = a
-    b0, b1, b2, b3 = b
-    shape = np.broadcast_shapes(a0.shape, b0.shape)
-    c = np.empty((8,) + shape, dtype=np.int64)
-    np.multiply(a0, b0, out=c[0])
-    np.multiply(a0, b1, out=c[1])
-    c[1] += a1 * b0
-    np.multiply(a0, b2, out=c[2])
-    c[2] += a1 * b1
-    c[2] += a2 * b0
-    np.multiply(a0, b3, out=c[3])
-    c[3] += a1 * b2
-    c[3] += a2 * b1
-    c[3] += a3 * b0
-    np.multiply(a1, b3, out=c[4])
-    c[4] += a2 * b2
-    c[4] += a3 * b1
-    np.multiply(a2, b3, out=c[5])
-    c[5] += a3 * b2
-    np.multiply(a3, b3, out=c[6])
-    c[7] = 0
-    return c
+def _columns(a: Limbs, b: Limbs, out: Limbs | None = None) -> Limbs:
+    """The seven column sums of the schoolbook product, added into `out` if given."""
+    shape = np.broadcast_shapes(a.shape[1:], b.shape[1:])
+    fresh = out is None
+    if fresh:
+        out = np.empty((7,) + shape, dtype=np.int64)
+    tmp = np.empty(shape, dtype=np.int64)
+    for i in range(LIMBS):
+        for j in range(LIMBS):
+            if fresh and (i == 0 or j == LIMBS - 1):
+                np.multiply(a[i], b[j], out=out[i + j])  # first product of its column
+            else:
+                np.multiply(a[i], b[j], out=tmp)
+                out[i + j] += tmp
+    return out
 
 
 def _reduce_columns(c: Limbs) -> Limbs:
-    """Normalize an 8-column product (columns below 2**62 in size)."""
-    _carry(c, 7)
+    """Reduce seven columns (each below 2**62 in size) to four loose limbs.
+
+    Columns 4-6 (bits 88 and up) are split at 22 bits and folded down with
+    2**88 = -FOLD; carries then run up once, the top folds once more, and two
+    last carries leave limbs in [-2**18, 2**22 + 2**18).
+    """
+    high = c[4:7] >> LIMB_BITS
+    low = c[4:7] & MASK
     r = c[:4]
-    r -= FOLD * c[4:]
-    # The value is now below 2**115 in size; fold what lies above bit 88 once more.
-    top = np.zeros_like(r[0])
-    for i in range(3):
-        carry = r[i] >> LIMB_BITS
-        r[i] &= MASK
-        r[i + 1] += carry
+    r[0] -= FOLD * low[0]
+    r[1] -= FOLD * (high[0] + low[1])
+    r[2] -= FOLD * (high[1] + low[2])
+    r[3] -= FOLD * high[2]
+    _carry(r, 3)
     top = r[3] >> LIMB_BITS
     r[3] &= MASK
     r[0] -= FOLD * top
-    for i in range(3):
-        carry = r[i] >> LIMB_BITS
-        r[i] &= MASK
-        r[i + 1] += carry
+    _carry(r, 2)
     return r
 
 
 def mul(a: Limbs, b: Limbs) -> Limbs:
-    """a * b, normalized. Shapes broadcast after the limb axis."""
+    """a * b, loosely reduced. Shapes broadcast after the limb axis; input limbs up to 2**29."""
     return _reduce_columns(_columns(a, b))
 
 
 def mul_add(a: Limbs, b: Limbs, c: Limbs, d: Limbs) -> Limbs:
     """a * b + c * d with a single reduction."""
-    cols = _columns(a, b)
-    cols += _columns(c, d)
-    return _reduce_columns(cols)
+    return _reduce_columns(_columns(c, d, _columns(a, b)))
 
 
 def reduce(x: Limbs) -> Limbs:
-    """Normalize limbs of any size below 2**61 (sums of many elements, say)."""
-    c = np.zeros((8,) + x.shape[1:], dtype=np.int64)
+    """Loosely reduce limbs of any size below 2**61 (sums of many elements, say)."""
+    c = np.zeros((7,) + x.shape[1:], dtype=np.int64)
     c[:LIMBS] = x
     return _reduce_columns(c)
 
@@ -175,7 +170,14 @@ def reduce(x: Limbs) -> Limbs:
 def canonical(x: Limbs) -> Limbs:
     """The same values in [0, p), limbs in [0, 2**22)."""
     r = reduce(x)
-    # r is in (-2**48, 2**88); subtract floor(r / 2**87) * p, then fix the sign.
+    # Carry fully (limb 3 keeps the sign): the value is now in (-2**41, 2**88 + 2**41).
+    _carry(r, 3)
+    for _ in range(2):
+        top = r[3] >> LIMB_BITS
+        r[3] &= MASK
+        r[0] -= FOLD * top
+        _carry(r, 3)
+    # Subtract floor(r / 2**87) * p, then add p back where that went negative.
     q = r[3] >> 21
     r[3] -= q << 21
     r[0] -= q * _P_LOW
@@ -185,6 +187,30 @@ def canonical(x: Limbs) -> Limbs:
     r[0] += negative & _P_LOW
     _carry(r, 3)
     return r
+
+
+#: Elements per limb row that one vectorized step works on: small enough that
+#: the seven column rows stay in a core's cache.
+CHUNK_ELEMENTS = 1 << 14
+
+
+def batched(func, *arrays: Limbs) -> Limbs:
+    """func(*arrays) computed in slices of the batch axis (axis 1), for cache locality.
+
+    Arrays whose batch axis has length 1 are broadcast to every slice.
+    """
+    batch = max(a.shape[1] for a in arrays)
+    per_item = max(int(np.prod(a.shape[2:], dtype=np.int64)) for a in arrays)
+    step = max(1, CHUNK_ELEMENTS // max(per_item, 1))
+    if step >= batch:
+        return func(*arrays)
+    out = None
+    for start in range(0, batch, step):
+        part = func(*[a[:, start:start + step] if a.shape[1] > 1 else a for a in arrays])
+        if out is None:
+            out = np.empty(part.shape[:1] + (batch,) + part.shape[2:], dtype=np.int64)
+        out[:, start:start + step] = part
+    return out
 
 
 def scalar(value: int) -> Limbs:

@@ -41,41 +41,27 @@ def _bit_reverse(count: int) -> np.ndarray:
     return out
 
 
-def _dif(x: limbs.Limbs, inverse: bool) -> limbs.Limbs:
-    """DFT along the last axis, natural order in, bit-reversed order out."""
-    n = x.shape[-1]
-    batch = x.shape[1:-1]
-    size = n
-    while size > 1:
-        half = size // 2
-        view = x.reshape((limbs.LIMBS,) + batch + (n // size, 2, half))
-        u = view[..., 0, :]
-        v = view[..., 1, :]
-        w = _twiddles(size, inverse)
-        out = np.empty_like(view)
-        out[..., 0, :] = limbs.reduce(u + v)
-        out[..., 1, :] = limbs.mul(u - v, w.reshape((limbs.LIMBS,) + (1,) * (len(batch) + 1) + (half,)))
-        x = out.reshape(x.shape)
-        size = half
-    return x
+def _dif_step(u: limbs.Limbs, v: limbs.Limbs, w: limbs.Limbs) -> limbs.Limbs:
+    return np.stack([limbs.reduce(u + v), limbs.mul(u - v, w)], axis=-2)
 
 
-def _dit(x: limbs.Limbs, inverse: bool) -> limbs.Limbs:
-    """DFT along the last axis, bit-reversed order in, natural order out."""
+def _dit_step(u: limbs.Limbs, v: limbs.Limbs, w: limbs.Limbs) -> limbs.Limbs:
+    v = limbs.mul(v, w)
+    return np.stack([limbs.reduce(u + v), limbs.reduce(u - v)], axis=-2)
+
+
+def _transform(x: limbs.Limbs, inverse: bool, decimate_in_frequency: bool) -> limbs.Limbs:
+    """DFT along the last axis (batch on axis 1). In frequency: natural order in,
+    bit-reversed order out; in time: bit-reversed in, natural out."""
     n = x.shape[-1]
     batch = x.shape[1:-1]
-    size = 2
-    while size <= n:
+    sizes = [n >> k for k in range(n.bit_length() - 1)]
+    for size in (sizes if decimate_in_frequency else sizes[::-1]):
         half = size // 2
         view = x.reshape((limbs.LIMBS,) + batch + (n // size, 2, half))
-        w = _twiddles(size, inverse)
-        u = view[..., 0, :]
-        v = limbs.mul(view[..., 1, :], w.reshape((limbs.LIMBS,) + (1,) * (len(batch) + 1) + (half,)))
-        out = np.empty_like(view)
-        out[..., 0, :] = limbs.reduce(u + v)
-        out[..., 1, :] = limbs.reduce(u - v)
-        x = out.reshape(x.shape)
-        size *= 2
+        w = _twiddles(size, inverse).reshape((limbs.LIMBS,) + (1,) * (len(batch) + 1) + (half,))
+        step = _dif_step if decimate_in_frequency else _dit_step
+        x = limbs.batched(step, view[..., 0, :], view[..., 1, :], w).reshape(x.shape)
     return x
 
 
@@ -94,9 +80,14 @@ def coset_evaluations(values: limbs.Limbs) -> limbs.Limbs:
     n = values.shape[-1]
     if n == 1:
         return limbs.reduce(values.copy())
-    coefficients = _dif(values, inverse=True)  # bit-reversed order
+    coefficients = _transform(values, inverse=True, decimate_in_frequency=True)  # bit-reversed order
     twist = _coset_twist(n).reshape((limbs.LIMBS,) + (1,) * (values.ndim - 2) + (n,))
-    return _dit(limbs.mul(coefficients, twist), inverse=False)
+    twisted = limbs.batched(limbs.mul, coefficients, twist)
+    return _transform(twisted, inverse=False, decimate_in_frequency=False)
+
+
+def _merge(s: limbs.Limbs, left: limbs.Limbs, right: limbs.Limbs, t: limbs.Limbs) -> limbs.Limbs:
+    return limbs.mul_add(s, left + right, t, left - right)
 
 
 def tree_numerators(values: limbs.Limbs, s_powers: limbs.Limbs) -> limbs.Limbs:
@@ -114,9 +105,7 @@ def tree_numerators(values: limbs.Limbs, s_powers: limbs.Limbs) -> limbs.Limbs:
         # s = r**(n / (2 half)), t = w_(2 half)**c.
         s = s_powers[..., level][..., None]
         t = _twiddles(2 * half).reshape((limbs.LIMBS,) + (1,) * (values.ndim - 2) + (half,))
-        left = acc[..., :half]
-        right = acc[..., half:]
-        acc = limbs.mul_add(s, left + right, t, left - right)
+        acc = limbs.batched(_merge, s, acc[..., :half], acc[..., half:], t)
         half //= 2
         level += 1
     return acc[..., 0]

@@ -77,27 +77,21 @@ class Prg:
         return lower + self.draw(upper - lower)
 
     def draw_elements(self, count: int) -> limbs.Limbs:
-        """`count` uniform field elements as limbs, consuming exactly what libprio would."""
+        """`count` uniform field elements as limbs (4, count), consuming exactly what libprio would."""
         parts = []
         have = 0
         while have < count:
             need = count - have
-            # Half of all attempts succeed; ask for a little more than twice the need.
-            attempts = 2 * need + 8 * int(need**0.5) + 16
-            rows = np.frombuffer(self.read(attempts * _ATTEMPT_BYTES), dtype=np.uint8)
-            rows = rows.reshape(attempts, _ATTEMPT_BYTES)
-            values = np.empty((attempts, ELEMENT_BYTES), dtype=np.uint8)
-            values[:, 0] = rows[:, ELEMENT_BYTES]
-            values[:, 1:] = rows[:, 1:ELEMENT_BYTES]
-            accepted = np.flatnonzero(limbs.below_modulus_bytes11(values))
+            attempts = _attempts_for(need)
+            stream = np.frombuffer(self.read(attempts * _ATTEMPT_BYTES), dtype=np.uint8)
+            accepted = np.flatnonzero(_accepted(stream.reshape(attempts, _ATTEMPT_BYTES)))
             if len(accepted) > need:
-                # Rewind: the stream must stop right after the last accepted attempt.
-                surplus = attempts - int(accepted[need - 1]) - 1
-                self._rewind(surplus * _ATTEMPT_BYTES)
+                # The stream must stop right after the last accepted attempt.
+                self._rewind((attempts - int(accepted[need - 1]) - 1) * _ATTEMPT_BYTES)
                 accepted = accepted[:need]
-            parts.append(values[accepted])
+            parts.append(stream.reshape(attempts, _ATTEMPT_BYTES)[accepted])
             have += len(accepted)
-        return limbs.from_bytes11(np.concatenate(parts))
+        return _limbs_of_attempts(np.concatenate(parts))
 
     def _rewind(self, count: int) -> None:
         # The counter block is the big-endian block index (libprio: 128 counter bits).
@@ -106,3 +100,50 @@ class Prg:
         counter = block.to_bytes(16, "big")
         self._encryptor = Cipher(algorithms.AES(self._key), modes.CTR(counter)).encryptor()
         self._encryptor.update(bytes(offset))
+
+
+def _attempts_for(need: int) -> int:
+    # Half of all attempts succeed; ask for enough that a shortfall is very rare.
+    return 2 * need + 8 * int(need**0.5) + 16
+
+
+def _accepted(attempts: np.ndarray) -> np.ndarray:
+    """Which 12-byte attempts (..., 12) draw a value below p."""
+    top = attempts[..., ELEMENT_BYTES]
+    ok = top < MODULUS >> 80
+    edge = np.flatnonzero(top.reshape(-1) == MODULUS >> 80)
+    if len(edge):  # top byte equal to p's: compare the rest exactly (almost never below)
+        flat = attempts.reshape(-1, _ATTEMPT_BYTES)[edge]
+        rest = [int.from_bytes(row[1:ELEMENT_BYTES].tobytes(), "big") for row in flat]
+        ok.reshape(-1)[edge] = [value < MODULUS & (2**80 - 1) for value in rest]
+    return ok
+
+
+def _limbs_of_attempts(attempts: np.ndarray) -> limbs.Limbs:
+    """Limbs of accepted attempts (count, 12): the value is byte 11, then bytes 1..10."""
+    values = np.empty((len(attempts), ELEMENT_BYTES), dtype=np.uint8)
+    values[:, 0] = attempts[:, ELEMENT_BYTES]
+    values[:, 1:] = attempts[:, 1:ELEMENT_BYTES]
+    return limbs.from_bytes11(values)
+
+
+def expand_seeds(seeds: list[bytes], batch_id: bytes, keying: PrgKeying, count: int) -> limbs.Limbs:
+    """The first `count` elements drawn from each seed's PRG, as limbs (4, len(seeds), count)."""
+    attempts = _attempts_for(count)
+    zeros = bytes(attempts * _ATTEMPT_BYTES)
+    streams = np.frombuffer(
+        b"".join(Prg.from_seed(seed, batch_id, keying)._encryptor.update(zeros) for seed in seeds), dtype=np.uint8
+    ).reshape(len(seeds), attempts, _ATTEMPT_BYTES)
+    ok = _accepted(streams)
+    rank = np.cumsum(ok, axis=1)
+    short = np.flatnonzero(rank[:, -1] < count)
+    chosen = streams[ok & (rank <= count)]
+    if len(short):  # a seed whose stream needs more attempts: draw it on its own
+        out = np.empty((limbs.LIMBS, len(seeds), count), dtype=np.int64)
+        full = np.setdiff1d(np.arange(len(seeds)), short)
+        out[:, full] = _limbs_of_attempts(streams[full][ok[full] & (rank[full] <= count)]).reshape(
+            limbs.LIMBS, len(full), count)
+        for i in short:
+            out[:, i] = Prg.from_seed(seeds[i], batch_id, keying).draw_elements(count)
+        return out
+    return _limbs_of_attempts(chosen).reshape(limbs.LIMBS, len(seeds), count)

@@ -27,7 +27,7 @@ from .codec import SERVER_A, SERVER_B, ClientPacket
 from .config import Config
 from .errors import PacketError, Reason
 from .field import INV2, MODULUS
-from .prg import SEED_BYTES, Prg, PrgKeying
+from .prg import SEED_BYTES, Prg, PrgKeying, expand_seeds
 
 
 class Schedule(str, enum.Enum):
@@ -110,10 +110,7 @@ class Server:
             h = limbs.from_bytes11(np.stack([p.h_rows for p in packets], axis=0)) if with_h else None
             return data, h
         count = n + big_n if with_h else n
-        expanded = np.stack(
-            [Prg.from_seed(p.seed, self.config.batch_id, self.keying).draw_elements(count) for p in packets],
-            axis=1,
-        )
+        expanded = expand_seeds([p.seed for p in packets], self.config.batch_id, self.keying, count)
         return expanded[..., :n], (expanded[..., n:] if with_h else None)
 
     def data_shares(self, packets: Sequence[ClientPacket]) -> limbs.Limbs:
@@ -122,32 +119,44 @@ class Server:
     # -- evaluation at the random point ------------------------------------------
 
     def _evaluate(self, packets: Sequence[ClientPacket], points: Sequence[int], fg: bool) -> list[tuple[int, int, int]]:
-        """(f(r), g(r), h(r)) shares per packet; f and g only when `fg`."""
+        """(f(r), g(r), h(r)) shares per packet; f and g only when `fg` (else zeros)."""
         cfg = self.config
         n, big_n = cfg.n_data, cfg.n_points
         count = len(packets)
         data, h_odd = self._shares(packets, with_h=True)
-        polys = []
-        if fg:
-            f = limbs.zeros((count, big_n))
-            f[:, :, 0] = limbs.from_ints(p.f0 for p in packets)
-            f[:, :, 1:n + 1] = data
-            g = limbs.zeros((count, big_n))
-            g[:, :, 0] = limbs.from_ints(p.g0 for p in packets)
-            g[:, :, 1:n + 1] = data
-            if self.index == SERVER_A:
-                g[0, :, 1:n + 1] -= 1
-            polys += [f, g]
-        polys.append(h_odd)
+        f0 = [p.f0 for p in packets]
+        g0 = [p.g0 for p in packets]
         h0 = [p.h0 for p in packets]
-        if count > 1 and len(set(points)) == 1:
+        # g's points are f's but for g(1) and, at server A, minus one on the data points.
+        tail = _indicator_tail(n, big_n) if self.index == SERVER_A else None
+        g_by_tree = fg and self.index == SERVER_A and tail is None
+        rows = [0] * fg + [1] * g_by_tree
+        polys = np.zeros((limbs.LIMBS, count, len(rows) + 1, big_n), dtype=np.int64)
+        for k, is_g in enumerate(rows):
+            polys[:, :, k, 0] = limbs.from_ints(g0 if is_g else f0)
+            polys[:, :, k, 1:n + 1] = data
+            if is_g:
+                polys[0, :, k, 1:n + 1] -= 1
+        polys[:, :, -1] = h_odd
+        shared = count > 1 and len(set(points)) == 1
+        if shared:
             values = _evaluate_shared_point(polys, h0, points[0], big_n)
         else:
             values = _evaluate_per_point(polys, h0, list(points), big_n)
-        if not fg:
-            return [(0, 0, h) for (h,) in values]
-        return values
-
+        out = []
+        for k, row in enumerate(values):
+            if not fg:
+                out.append((0, 0, row[-1]))
+                continue
+            f_r = row[0]
+            if g_by_tree:
+                g_r = row[1]
+            else:
+                r = points[k]
+                basis = _lagrange_basis_at(r, n, big_n, shared, self.index == SERVER_A)
+                g_r = (f_r + (g0[k] - f0[k]) * basis[0] - basis[1]) % MODULUS
+            out.append((f_r, g_r, row[-1]))
+        return out
 
     def verify1(self, packets: Sequence[ClientPacket], points: Sequence[int]) -> list[Verify1]:
         """This server's verify1 packet for each opened packet."""
@@ -183,34 +192,38 @@ def is_valid(verify2_a: int, verify2_b: int) -> bool:
     return (verify2_a + verify2_b) % MODULUS == 0
 
 
-def _evaluate_per_point(polys: list[limbs.Limbs], h0: list[int], points: list[int], big_n: int):
-    """Each packet at its own point: the O(N) tree, no inversions."""
+def _evaluate_per_point(polys: limbs.Limbs, h0: list[int], points: list[int], big_n: int) -> list[list[int]]:
+    """Each packet at its own point with the O(N) tree, no inversions.
+
+    `polys` (4, B, k, N): rows 0..k-2 on the N-th roots, the last row h's values
+    on the odd 2N-th roots (h(1) is h0). Returns k values per packet.
+    """
+    count, k_polys = polys.shape[1], polys.shape[2]
     log_n = big_n.bit_length() - 1
     inv_w2 = field.inv(field.root_of_unity(2 * big_n))
     shifted = [r * inv_w2 % MODULUS for r in points]  # h's odd points are w2 * (N-th roots)
     chains = poly.square_chain(points, log_n)
     shifted_chains = poly.square_chain(shifted, log_n)
-    per_poly = [chains] * (len(polys) - 1) + [shifted_chains]
     s_powers = limbs.from_ints(
-        v for k in range(len(points)) for chain in per_poly for v in chain[k]
-    ).reshape(limbs.LIMBS, len(points), len(polys), log_n)
-    stacked = np.stack(polys, axis=2)  # (4, B, polys, N)
-    numerators = limbs.to_ints(poly.tree_numerators(stacked, s_powers))
-    sums = limbs.to_ints(limbs.reduce(stacked.sum(axis=-1)))
+        v for k in range(count) for row in range(k_polys)
+        for v in (shifted_chains[k] if row == k_polys - 1 else chains[k])
+    ).reshape(limbs.LIMBS, count, k_polys, log_n)
+    numerators = limbs.to_ints(poly.tree_numerators(polys, s_powers))
+    sums = limbs.to_ints(limbs.reduce(polys.sum(axis=-1)))
     inv_n = field.inv(big_n)
     inv_2n = field.inv(2 * big_n)
     out = []
-    k_polys = len(polys)
     for k, r in enumerate(points):
         r_n = pow(r, big_n, MODULUS)
         row_a = numerators[k * k_polys:(k + 1) * k_polys]
         row_s = sums[k * k_polys:(k + 1) * k_polys]
+        # On the N-th roots: f(r) = (r A - (r^N - 1) sum y) / N.
         values = [(r * a - (r_n - 1) * s) * inv_n % MODULUS for a, s in zip(row_a[:-1], row_s[:-1])]
-        # h: h0 at the point 1 plus the odd 2N-th roots, r' = r / w2.
+        # h: the odd 2N-th roots through r' = r / w2, plus h0 at the point 1.
         odd = -(r_n - 1) * (shifted[k] * row_a[-1] + (r_n + 1) * row_s[-1]) % MODULUS * inv_2n
         even = h0[k] * (r_n - 1) % MODULUS * (r_n + 1) % MODULUS * inv_2n % MODULUS * field.inv(r - 1)
         values.append((odd + even) % MODULUS)
-        out.append(tuple(values))
+        out.append(values)
     return out
 
 
@@ -222,13 +235,64 @@ def _shared_weights(point: int, big_n: int) -> tuple[limbs.Limbs, limbs.Limbs, i
     return limbs.from_ints(on_n), limbs.from_ints(on_2n[1::2]), on_2n[0]
 
 
-def _evaluate_shared_point(polys: list[limbs.Limbs], h0: list[int], point: int, big_n: int):
-    """All packets at one point: weights once, then a dot product per packet."""
+def _evaluate_shared_point(polys: limbs.Limbs, h0: list[int], point: int, big_n: int) -> list[list[int]]:
+    """All packets at one point: weights once per batch, then a dot product per packet."""
     weights_n, weights_odd, weight_h0 = _shared_weights(point, big_n)
-    columns = [poly.dot(values, weights_n) for values in polys[:-1]]
-    odd = poly.dot(polys[-1], weights_odd)
+    columns = [poly.dot(polys[:, :, row], weights_n) for row in range(polys.shape[2] - 1)]
+    odd = poly.dot(polys[:, :, -1], weights_odd)
     columns.append([(o + h * weight_h0) % MODULUS for o, h in zip(odd, h0)])
-    return list(zip(*columns))
+    return [list(row) for row in zip(*columns)]
+
+
+#: Up to this many N-th roots past the data, server A gets g(r) from f(r) in closed form.
+_MAX_TAIL = 64
+
+
+@lru_cache(maxsize=16)
+def _indicator_tail(n: int, big_n: int) -> tuple[list[int], list[int]] | None:
+    """Coefficients (highest first) of P and Q with P/Q = sum over j in n+1..N-1 of
+    w^j / (r - w^j), or None when that tail is too long to be worth it."""
+    tail = range(n + 1, big_n)
+    if len(tail) > _MAX_TAIL:
+        return None
+    roots = field.powers(field.root_of_unity(big_n), big_n)
+    numerator, denominator = [0], [1]
+    for j in tail:  # P/Q + w^j/(r - w^j) = (P (r - w^j) + w^j Q) / (Q (r - w^j))
+        shifted_p = [a - roots[j] * b for a, b in zip(numerator + [0], [0] + numerator)]
+        scaled_q = [0] + [roots[j] * c for c in denominator]
+        numerator = [(a + b) % MODULUS for a, b in zip(shifted_p, scaled_q)]
+        denominator = [(a - roots[j] * b) % MODULUS for a, b in zip(denominator + [0], [0] + denominator)]
+    return numerator, denominator
+
+
+def _horner(coefficients: list[int], x: int) -> int:
+    acc = 0
+    for c in coefficients:
+        acc = (acc * x + c) % MODULUS
+    return acc
+
+
+def _lagrange_basis_at(r: int, n: int, big_n: int, shared: bool, indicator: bool) -> tuple[int, int]:
+    """(L_0(r), sum of L_j(r) for j = 1..n, or 0 unless `indicator`) on the N-th roots."""
+    if shared:
+        weights = _shared_weight_sums(r, n, big_n)
+        return weights[0], weights[1] if indicator else 0
+    r_n = pow(r, big_n, MODULUS)
+    inv_n = field.inv(big_n)
+    l0 = (r_n - 1) * inv_n % MODULUS * field.inv(r - 1) % MODULUS
+    if not indicator:
+        return l0, 0
+    numerator, denominator = _indicator_tail(n, big_n)
+    q = _horner(denominator, r)
+    # sum_j L_j(r) = 1; the tail's L_j(r) = w^j (r^N - 1) / (N (r - w^j)).
+    tail = 1 if q == 0 else (r_n - 1) * inv_n % MODULUS * _horner(numerator, r) % MODULUS * field.inv(q)
+    return l0, (1 - l0 - tail) % MODULUS
+
+
+@lru_cache(maxsize=8)
+def _shared_weight_sums(point: int, n: int, big_n: int) -> tuple[int, int]:
+    weights = poly.lagrange_weights(point, big_n)
+    return weights[0], sum(weights[1:n + 1]) % MODULUS
 
 
 class TotalShare:
