@@ -151,6 +151,15 @@ class _Reader:
             return struct.unpack(">I", self._take(4))[0]
         raise PacketError(Reason.MALFORMED, f"expected an array, found msgpack type 0x{tag:02x}")
 
+    def skip_array(self) -> None:
+        unpacker = msgpack.Unpacker(raw=True, max_buffer_size=max(len(self.data), 1024))
+        unpacker.feed(memoryview(self.data)[self.position:])
+        try:
+            unpacker.skip()
+        except Exception:
+            raise PacketError(Reason.MALFORMED, "truncated packet") from None
+        self.position += unpacker.tell()
+
     def element(self) -> int:
         value = int.from_bytes(self.str(), "big")
         if value >= MODULUS:
@@ -244,8 +253,18 @@ class ClientPacket:
     seed: bytes | None = None  # server B
 
 
-def read_client_packet(plaintext: bytes, batch_id: bytes, server: int, n_data: int, n_points: int) -> ClientPacket:
-    """Decode and check a decrypted client packet as libprio's reader does."""
+#: The parts of server A's packet: data shares and h points.
+BOTH_ARRAYS = frozenset({"data", "h"})
+
+
+def read_client_packet(
+    plaintext: bytes, batch_id: bytes, server: int, n_data: int, n_points: int, arrays: frozenset = BOTH_ARRAYS
+) -> ClientPacket:
+    """Decode and check a decrypted client packet as libprio's reader does.
+
+    `arrays` names the element arrays of server A's packet to decode; a stage
+    that needs only one skips the other (after verify1 has checked it whole).
+    """
     reader = _Reader(plaintext)
     if reader.str() != batch_id:
         raise PacketError(Reason.WRONG_BATCH_ID, "packet belongs to another batch")
@@ -257,8 +276,12 @@ def read_client_packet(plaintext: bytes, batch_id: bytes, server: int, n_data: i
         raise PacketError(Reason.WRONG_SERVER, "packet is for the other server")
     packet = ClientPacket((a, b, c), f0, g0, h0)
     if server == SERVER_A:
-        packet.data_rows = reader.elements(n_data, "data shares")
-        packet.h_rows = reader.elements(n_points, "h points")
+        if "data" in arrays:
+            packet.data_rows = reader.elements(n_data, "data shares")
+        elif "h" in arrays:
+            reader.skip_array()
+        if "h" in arrays:
+            packet.h_rows = reader.elements(n_points, "h points")
     else:
         seed = reader.str()
         if len(seed) != SEED_BYTES:

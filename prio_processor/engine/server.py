@@ -83,11 +83,15 @@ class Server:
 
     # -- opening packets -----------------------------------------------------
 
-    def open(self, ciphertext: bytes) -> ClientPacket:
-        """Decrypt and check one client packet, or raise PacketError."""
+    def open(self, ciphertext: bytes, arrays: frozenset = codec.BOTH_ARRAYS) -> ClientPacket:
+        """Decrypt and check one client packet, or raise PacketError.
+
+        `arrays`: which of server A's arrays to decode ({"data", "h"}): verify2
+        needs only the h points, aggregate only the data shares.
+        """
         plaintext = seal.decrypt(self._private_key, ciphertext)
         cfg = self.config
-        return codec.read_client_packet(plaintext, cfg.batch_id, self.index, cfg.n_data, cfg.n_points)
+        return codec.read_client_packet(plaintext, cfg.batch_id, self.index, cfg.n_data, cfg.n_points, arrays)
 
     def points(self, schedule: Schedule) -> Iterator[int]:
         """Evaluation points: the k-th value is for the k-th packet that opened."""
@@ -102,12 +106,18 @@ class Server:
 
     # -- shares as limbs -------------------------------------------------------
 
-    def _shares(self, packets: Sequence[ClientPacket], with_h: bool) -> tuple[limbs.Limbs, limbs.Limbs | None]:
-        """(data shares (4, B, n), h points (4, B, N) or None) for a batch."""
+    def _shares(self, packets: Sequence[ClientPacket], with_h: bool) -> tuple[limbs.Limbs | None, limbs.Limbs | None]:
+        """(data shares (4, B, n), h points (4, B, N) or None) for a batch.
+
+        Server A's data shares are None when its packets were opened without them.
+        """
         n, big_n = self.config.n_data, self.config.n_points
         if self.index == SERVER_A:
-            data = limbs.from_bytes11(np.stack([p.data_rows for p in packets], axis=0))
-            h = limbs.from_bytes11(np.stack([p.h_rows for p in packets], axis=0)) if with_h else None
+            data = h = None
+            if packets[0].data_rows is not None:
+                data = limbs.from_bytes11(np.stack([p.data_rows for p in packets], axis=0))
+            if with_h:
+                h = limbs.from_bytes11(np.stack([p.h_rows for p in packets], axis=0))
             return data, h
         count = n + big_n if with_h else n
         expanded = expand_seeds([p.seed for p in packets], self.config.batch_id, self.keying, count)

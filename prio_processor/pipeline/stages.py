@@ -29,6 +29,10 @@ from ..storage import BadRecord
 from .tally import Tally
 
 BATCH_SIZE = 256
+# verify2 needs only the h points of a packet, aggregate only its data shares;
+# verify1 checked both arrays whole, and a packet it rejected has no verify packets.
+H_ONLY = frozenset({"h"})
+DATA_ONLY = frozenset({"data"})
 
 Record = dict[str, Any]
 Sink = Callable[[Record], None]
@@ -165,7 +169,8 @@ def verify2(
             record_id, payload = _id_and_payload(record)
             own = _lookup(internal, record_id, Reason.MISSING_OWN_PACKET, "verify1 packet of this server")
             peer = _lookup(external, record_id, Reason.MISSING_PEER_PACKET, "verify1 packet of the other server")
-            packet = server.open(payload)
+            # A repeated id may carry another packet: check that one whole, as libprio would.
+            packet = server.open(payload, codec.BOTH_ARRAYS if record_id in seen else H_ONLY)
         except PacketError as exc:
             tally.reject(record_id, exc.reason, exc.detail)
             continue
@@ -204,7 +209,7 @@ def aggregate(
             record_id, payload = _id_and_payload(record)
             own = _lookup(internal, record_id, Reason.MISSING_OWN_PACKET, "verify2 packet of this server")
             peer = _lookup(external, record_id, Reason.MISSING_PEER_PACKET, "verify2 packet of the other server")
-            packet = server.open(payload)
+            packet = server.open(payload, DATA_ONLY)
             if not is_valid(codec.read_verify2(own), codec.read_verify2(peer)):
                 raise PacketError(Reason.INVALID_PROOF, "the proof does not verify")
             if record_id in seen:

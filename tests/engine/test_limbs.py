@@ -53,3 +53,21 @@ def test_canonical_of_boundary_values():
         for i in range(limbs.LIMBS):
             x[i, j] = (v >> (22 * i)) & limbs.MASK if i < 3 else v >> 66
     assert limbs.to_ints(x) == [v % MODULUS for v in near]
+
+
+@settings(max_examples=25)
+@given(st.lists(st.integers(0, MODULUS - 1), min_size=8, max_size=8), st.integers(0, MODULUS - 1))
+def test_long_chains_of_loose_values_stay_exact(xs, s):
+    """Tree-style merges reuse loose outputs as inputs, level after level."""
+    a = limbs.from_ints(xs)
+    expected = list(xs)
+    factor = limbs.from_ints([s])
+    for _ in range(40):
+        left, right = a[:, :4], a[:, 4:]
+        merged = limbs.mul_add(factor, left + right, left, left - right)
+        a = np.concatenate([merged, limbs.mul(merged, merged - left)], axis=1)
+        el, er = expected[:4], expected[4:]
+        m = [(s * (x + y) + x * (x - y)) % MODULUS for x, y in zip(el, er)]
+        expected = m + [v * (v - x) % MODULUS for v, x in zip(m, el)]
+        assert np.abs(a).max() < 2**23
+    assert limbs.to_ints(a) == expected

@@ -62,3 +62,18 @@ def test_roots_of_unity_orders():
     assert pow(field.GENERATOR, 2**19, MODULUS) == 1 and pow(field.GENERATOR, 2**18, MODULUS) != 1
     with pytest.raises(ValueError):
         field.root_of_unity(3)
+
+
+@pytest.mark.parametrize("n,big_n", [(1, 2), (5, 8), (7, 8), (20, 32), (100, 128)])
+def test_closed_form_basis_sums(n, big_n):
+    """g(r) from f(r): L_0(r) and the sum of L_1..L_n(r), at random points and at roots of unity."""
+    from prio_processor.engine.server import _lagrange_basis_at
+
+    rng = random.Random(n)
+    roots = field.powers(field.root_of_unity(big_n), big_n)
+    for r in [rng.randrange(n + 2, MODULUS) for _ in range(5)] + roots[1:]:
+        weights = poly.lagrange_weights(r, big_n)
+        expected = (weights[0], sum(weights[1:n + 1]) % MODULUS)
+        assert _lagrange_basis_at(r, n, big_n, shared=False, indicator=True) == expected
+        assert _lagrange_basis_at(r, n, big_n, shared=True, indicator=True) == expected
+        assert _lagrange_basis_at(r, n, big_n, shared=False, indicator=False) == (expected[0], 0)
