@@ -168,11 +168,10 @@ class _Reader:
 
     def elements(self, expected: int, what: str) -> np.ndarray:
         """An array of exactly `expected` elements as (expected, 11) rows."""
-        header = self.position
         count = self.array_header()
         if count != expected:
             raise PacketError(Reason.WRONG_LENGTH, f"{what} has {count} elements, expected {expected}")
-        rows = _fast_elements(self.data, header, self.position, count)
+        rows = _fast_elements(self.data, self.position, count)
         if rows is None:
             values = [self.element() for _ in range(count)]
             rows = _rows_from_ints(values)
@@ -195,49 +194,51 @@ def _rows_from_ints(values: list[int]) -> np.ndarray:
     return np.frombuffer(buf, dtype=np.uint8).reshape(len(values), ELEMENT_BYTES).copy()
 
 
-def _fast_elements(data: bytes, header: int, start: int, count: int) -> tuple[np.ndarray, int] | None:
-    """Rows of the `count` fixstr elements of the array at `header` (items from
-    `start`), and the end offset.
+_LONG_HEADER = 0xA0 | ELEMENT_BYTES  # fixstr of 11 bytes: most elements
+_ITEM_BYTES = ELEMENT_BYTES + 1
 
-    None unless every item is a plain fixstr of at most 11 bytes, which the
-    rebuilt chain of headers proves; the caller then reads the items one by
-    one with full type checks.
+
+def _fast_elements(data: bytes, start: int, count: int) -> tuple[np.ndarray, int] | None:
+    """Rows of `count` fixstr elements starting at `start`, and the end offset.
+
+    Elements are almost all 11 bytes (values below 2**80 are rare), so runs of
+    12-byte items are taken as strided views and only the short items in
+    between are read one at a time. None when an item is not a fixstr of at
+    most 11 bytes; the caller then reads the items with full type checks.
     """
-    if count == 0:
-        return np.zeros((0, ELEMENT_BYTES), dtype=np.uint8), start
-    unpacker = msgpack.Unpacker(raw=True, max_buffer_size=max(len(data), 1024))
-    unpacker.feed(memoryview(data)[header:])
-    try:
-        items = unpacker.unpack()
-        if type(items) is not list or len(items) != count:
-            return None
-        fixed = np.array(items, dtype=f"S{ELEMENT_BYTES}")
-    except Exception:  # truncated, wrong types: let the careful reader say which
-        return None
-    end = header + unpacker.tell()
-    # numpy pads short strings with zeros on the right; only rows ending in a
-    # zero byte can be short, so only those need their true length.
-    rows = fixed.view(np.uint8).reshape(count, ELEMENT_BYTES)
-    lengths = np.full(count, ELEMENT_BYTES, dtype=np.int64)
-    maybe_short = np.flatnonzero(rows[:, -1] == 0)
-    try:
-        lengths[maybe_short] = [len(items[i]) for i in maybe_short.tolist()]
-    except TypeError:
-        return None
-    if end - start != count + int(lengths.sum()):
-        return None
     buf = np.frombuffer(data, dtype=np.uint8)
-    headers = start + np.cumsum(lengths + 1) - lengths - 1
-    if not (buf[headers] == (0xA0 | lengths)).all():
-        return None
-    short = maybe_short[lengths[maybe_short] < ELEMENT_BYTES]
-    if len(short):
-        # Move short values to the right: rows are big-endian numbers.
-        shift = (ELEMENT_BYTES - lengths[short])[:, None]
-        source = np.arange(ELEMENT_BYTES)[None, :] - shift
-        moved = np.take_along_axis(rows[short], np.maximum(source, 0), axis=1)
-        rows[short] = np.where(source >= 0, moved, 0)
-    return rows, end
+    pieces = []
+    position, done = start, 0
+    while done < count:
+        fit = min(count - done, (len(data) - position) // _ITEM_BYTES)
+        run = fit
+        if fit:
+            headers = buf[position:position + _ITEM_BYTES * fit:_ITEM_BYTES]
+            mismatch = headers != _LONG_HEADER
+            first = int(mismatch.argmax())
+            if mismatch[first]:
+                run = first
+        if run:
+            block = buf[position:position + _ITEM_BYTES * run].reshape(run, _ITEM_BYTES)
+            pieces.append(block[:, 1:])
+            position += _ITEM_BYTES * run
+            done += run
+        if done == count:
+            break
+        # A short item (or something else) at `position`.
+        if position >= len(data):
+            return None
+        tag = data[position]
+        length = tag & 0x1F
+        if not 0xA0 <= tag < _LONG_HEADER or position + 1 + length > len(data):
+            return None
+        row = np.zeros((1, ELEMENT_BYTES), dtype=np.uint8)
+        row[0, ELEMENT_BYTES - length:] = buf[position + 1:position + 1 + length]
+        pieces.append(row)
+        position += 1 + length
+        done += 1
+    rows = np.concatenate(pieces) if pieces else np.zeros((0, ELEMENT_BYTES), dtype=np.uint8)
+    return rows, position
 
 
 @dataclass

@@ -130,20 +130,25 @@ def _limbs_of_attempts(attempts: np.ndarray) -> limbs.Limbs:
 def expand_seeds(seeds: list[bytes], batch_id: bytes, keying: PrgKeying, count: int) -> limbs.Limbs:
     """The first `count` elements drawn from each seed's PRG, as limbs (4, len(seeds), count)."""
     attempts = _attempts_for(count)
-    zeros = bytes(attempts * _ATTEMPT_BYTES)
-    streams = np.frombuffer(
-        b"".join(Prg.from_seed(seed, batch_id, keying)._encryptor.update(zeros) for seed in seeds), dtype=np.uint8
-    ).reshape(len(seeds), attempts, _ATTEMPT_BYTES)
-    ok = _accepted(streams)
-    rank = np.cumsum(ok, axis=1)
-    short = np.flatnonzero(rank[:, -1] < count)
-    chosen = streams[ok & (rank <= count)]
-    if len(short):  # a seed whose stream needs more attempts: draw it on its own
-        out = np.empty((limbs.LIMBS, len(seeds), count), dtype=np.int64)
-        full = np.setdiff1d(np.arange(len(seeds)), short)
-        out[:, full] = _limbs_of_attempts(streams[full][ok[full] & (rank[full] <= count)]).reshape(
-            limbs.LIMBS, len(full), count)
-        for i in short:
-            out[:, i] = Prg.from_seed(seeds[i], batch_id, keying).draw_elements(count)
-        return out
-    return _limbs_of_attempts(chosen).reshape(limbs.LIMBS, len(seeds), count)
+    width = attempts * _ATTEMPT_BYTES
+    zeros = bytes(width)
+    out = np.empty((limbs.LIMBS, len(seeds), count), dtype=np.int64)
+    step = max(1, limbs.CHUNK_ELEMENTS * 8 // attempts)  # keep a chunk's keystream in cache
+    for first in range(0, len(seeds), step):
+        group = seeds[first:first + step]
+        streams = np.empty((len(group), width), dtype=np.uint8)
+        for row, seed in zip(streams, group):
+            Prg.from_seed(seed, batch_id, keying)._encryptor.update_into(zeros, row)
+        streams = streams.reshape(len(group), attempts, _ATTEMPT_BYTES)
+        ok = _accepted(streams)
+        rank = np.cumsum(ok, axis=1, dtype=np.int32)
+        for k in range(len(group)):
+            if rank[k, -1] < count:  # this stream needs more attempts: draw it on its own
+                out[:, first + k] = Prg.from_seed(group[k], batch_id, keying).draw_elements(count)
+                ok[k] = False
+        chosen = np.flatnonzero((ok & (rank <= count)).reshape(-1))
+        full = [k for k in range(len(group)) if rank[k, -1] >= count]
+        if full:
+            values = _limbs_of_attempts(streams.reshape(-1, _ATTEMPT_BYTES)[chosen])
+            out[:, [first + k for k in full]] = values.reshape(limbs.LIMBS, len(full), count)
+    return out

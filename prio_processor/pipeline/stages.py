@@ -29,6 +29,9 @@ from ..storage import BadRecord
 from .tally import Tally
 
 BATCH_SIZE = 256
+# Fewer packets per batch for long vectors: memory in flight stays near
+# BATCH_SIZE x 2048 elements.
+_BATCH_ELEMENTS = BATCH_SIZE * 2048
 # verify2 needs only the h points of a packet, aggregate only its data shares;
 # verify1 checked both arrays whole, and a packet it rejected has no verify packets.
 H_ONLY = frozenset({"h"})
@@ -83,16 +86,22 @@ def load_index(records: Iterable[Record | BadRecord], tally: Tally) -> dict[str,
     return index
 
 
-class _Batcher:
-    """Collects opened packets and runs a batch function every BATCH_SIZE items."""
+def batch_size(config: Config) -> int:
+    """Packets per batch for a configuration."""
+    return max(1, min(BATCH_SIZE, _BATCH_ELEMENTS // config.n_points))
 
-    def __init__(self, run: Callable[[list], None]) -> None:
+
+class _Batcher:
+    """Collects opened packets and runs a batch function every `size` items."""
+
+    def __init__(self, run: Callable[[list], None], size: int) -> None:
         self._run = run
+        self._size = size
         self.items: list = []
 
     def add(self, item) -> None:
         self.items.append(item)
-        if len(self.items) >= BATCH_SIZE:
+        if len(self.items) >= self._size:
             self.flush()
 
     def flush(self) -> None:
@@ -117,7 +126,7 @@ def verify1(
         for (record_id, _, _), packet in zip(items, results):
             sink({"id": record_id, "payload": encode_base64(packet.to_bytes())})
 
-    batch = _Batcher(run)
+    batch = _Batcher(run, batch_size(server.config))
     for record in shares:
         tally.total += 1
         try:
@@ -161,7 +170,7 @@ def verify2(
         for item, out in zip(items, results):
             sink({"id": item[0], "payload": encode_base64(codec.pack_verify2(out))})
 
-    batch = _Batcher(run)
+    batch = _Batcher(run, batch_size(server.config))
     for record in shares:
         tally.total += 1
         record_id = _record_id(record)
@@ -201,7 +210,7 @@ def aggregate(
     def run(packets: list[ClientPacket]) -> None:
         total.add(server.data_shares(packets))
 
-    batch = _Batcher(run)
+    batch = _Batcher(run, batch_size(server.config))
     for record in shares:
         tally.total += 1
         record_id = _record_id(record)
@@ -310,7 +319,7 @@ def encode_shares(
             sink_a({"id": record_id, "payload": encode_base64(packet_a)})
             sink_b({"id": record_id, "payload": encode_base64(packet_b)})
 
-    batch = _Batcher(run)
+    batch = _Batcher(run, batch_size(client.config))
     for record in inputs:
         tally.total += 1
         try:

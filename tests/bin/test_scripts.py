@@ -119,12 +119,13 @@ def test_integrate_on_local_buckets():
     assert "data for test-2 does not exist, skipping..." in result.stderr
 
 
-def test_integrate_on_the_gcs_api_server():
-    """Both servers as separate processes against one GCS API server, real client."""
-    result = subprocess.run([str(BIN / "integrate"), "--gcs-emulator", "--n-rows", "10"], env=_env(),
-                            capture_output=True, text=True, timeout=600)
+def test_integrate_on_the_gcs_api_server_with_server_b_20_seconds_late():
+    """Both servers as separate processes against one GCS API server (real client); B starts 20 s after A."""
+    result = subprocess.run([str(BIN / "integrate"), "--gcs-emulator", "--n-rows", "10", "--server-b-delay", "20"],
+                            env=_env(), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "GCS API server on http://127.0.0.1:" in result.stderr
+    assert "process A: waiting for gs://" in result.stderr and "waiting 1s for gs://" in result.stderr
     assert "both servers published the expected counts" in result.stdout
 
 

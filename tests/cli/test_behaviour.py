@@ -246,3 +246,33 @@ def test_help_explains_the_new_options():
     for option in ("--n-data", "--batch-id", "--server-id", "--private-key-hex", "--shared-secret",
                    "--public-key-hex-internal", "--public-key-hex-external", "--input", "--output"):
         assert option in result.stdout
+
+
+def test_publish_merges_partial_aggregates(tmp_path):
+    """Aggregates of several parts of one batch (a folder of partial totals) add up."""
+    keys = _keys(run_inprocess)
+    rows = [[1, 0, 1], [1, 1, 1], [0, 0, 1], [1, 0, 0]]
+    raw = _encode(run_inprocess, keys, 3, rows, tmp_path)
+    for s in "AB":  # split each server's shares into two part files, aggregated separately
+        lines = Path(raw[s]).read_text().splitlines()
+        for k, part in enumerate((lines[:2], lines[2:])):
+            (tmp_path / f"{s}-part{k}.ndjson").write_text("\n".join(part) + "\n")
+    whole = run_all(run_inprocess, keys, 3, raw, tmp_path / "whole")
+    # Aggregate each half against the whole run's verify2 packets, into one folder per server.
+    for s in "AB":
+        other = "B" if s == "A" else "A"
+        for k in range(2):
+            result = run_inprocess(
+                ["aggregate", "--input", str(tmp_path / f"{s}-part{k}.ndjson"),
+                 "--input-internal", str(tmp_path / "whole" / s / "verify2" / "data.ndjson"),
+                 "--input-external", str(tmp_path / "whole" / other / "verify2" / "data.ndjson"),
+                 "--output", str(tmp_path / "partial" / s / f"tmp{k}")], _server_env(keys, s, 3))
+            assert result.exit_code == 0, result.output
+            (tmp_path / "partial" / s / f"tmp{k}" / "data.ndjson").rename(tmp_path / "partial" / s / f"part-{k}.ndjson")
+    env = {k: v for k, v in _server_env(keys, "A", 3).items() if "PRIVATE" not in k and "SECRET" not in k}
+    result = run_inprocess(["publish", "--input-internal", str(tmp_path / "partial" / "A"),
+                            "--input-external", str(tmp_path / "partial" / "B"), "--output", str(tmp_path / "pub")], env)
+    assert result.exit_code == 0, result.output
+    merged = json.loads((tmp_path / "pub" / "publish.ndjson").read_text())
+    assert merged["payload"] == whole["payload"] == [3, 1, 3]
+    assert (merged["error"], merged["total"]) == (0, 4)

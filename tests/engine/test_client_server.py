@@ -163,3 +163,17 @@ def test_firefox_ping_packets_are_libprio_envelopes():
             with pytest.raises(PacketError) as info:
                 server.open(packet)
             assert info.value.reason is Reason.DECRYPT_FAILED
+
+
+def test_largest_vector_libprio_allows():
+    from prio_processor.engine.config import MAX_N_DATA
+
+    assert MAX_N_DATA == 262143
+    pair = Pair(MAX_N_DATA)
+    vector = [i % 2 for i in range(MAX_N_DATA)]
+    valid, totals = run(pair, Client(pair.config).encode_batch([vector]))
+    assert valid == [True] and totals == vector
+    with pytest.raises(ValueError):
+        Pair(MAX_N_DATA + 1)
+    with pytest.raises(ValueError):
+        Pair(0)

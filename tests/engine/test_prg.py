@@ -40,3 +40,17 @@ def test_vectorized_draws_match_scalar_draws_and_stop_in_place(count):
     expected = [scalar.draw() for _ in range(count)] + [scalar.draw_range(5)]
     batch = Prg(key)
     assert limbs.to_ints(batch.draw_elements(count)) + [batch.draw_range(5)] == expected
+
+
+@pytest.mark.parametrize("keying", list(PrgKeying))
+def test_expanding_many_seeds_at_once(monkeypatch, keying):
+    from prio_processor.engine import prg as prg_module
+
+    seeds = [bytes([i]) * 16 for i in range(40)]
+    expected = [limbs.to_ints(Prg.from_seed(s, b"batch", keying).draw_elements(50)) for s in seeds]
+    got = prg_module.expand_seeds(seeds, b"batch", keying, 50)
+    assert [limbs.to_ints(got[:, i]) for i in range(len(seeds))] == expected
+    # Streams that run short of accepted draws take the one-by-one path.
+    monkeypatch.setattr(prg_module, "_attempts_for", lambda need: need + 2)
+    got = prg_module.expand_seeds(seeds, b"batch", keying, 50)
+    assert [limbs.to_ints(got[:, i]) for i in range(len(seeds))] == expected
