@@ -1,0 +1,46 @@
+"""The Prio v1 engine, wire-compatible with libprio 1.x.
+
+Layers, each usable alone: `field` and `limbs` (arithmetic modulo
+p = 2**87 + 2**19 + 1), `poly` (roots of unity, transforms, evaluation at a
+point), `prg` (libprio's AES-CTR generator), `keys` and `seal` (X25519 keys,
+packet encryption), `codec` (libprio's msgpack wire format), then `client`
+and `server`.
+"""
+
+from .client import Client, bits_from_uints
+from .config import MAX_N_DATA, Config
+from .errors import PacketError, Reason
+from .keys import (
+    KeyFormatError,
+    generate_keypair,
+    private_key_from_hex,
+    private_key_to_hex,
+    public_key_from_hex,
+    public_key_to_hex,
+)
+from .prg import PrgKeying
+from .server import Schedule, Server, TotalShare, Verify1, final_totals, is_valid, server_index, uint_totals
+
+__all__ = [
+    "MAX_N_DATA",
+    "Client",
+    "Config",
+    "KeyFormatError",
+    "PacketError",
+    "PrgKeying",
+    "Reason",
+    "Schedule",
+    "Server",
+    "TotalShare",
+    "Verify1",
+    "bits_from_uints",
+    "final_totals",
+    "generate_keypair",
+    "is_valid",
+    "private_key_from_hex",
+    "private_key_to_hex",
+    "public_key_from_hex",
+    "public_key_to_hex",
+    "server_index",
+    "uint_totals",
+]

@@ -211,15 +211,3 @@ def batched(func, *arrays: Limbs) -> Limbs:
             out = np.empty(part.shape[:1] + (batch,) + part.shape[2:], dtype=np.int64)
         out[:, start:start + step] = part
     return out
-
-
-def scalar(value: int) -> Limbs:
-    """One element as limbs of shape (4,)."""
-    return from_ints([value])[:, 0]
-
-
-def sum_axis(x: Limbs, axis: int) -> Limbs:
-    """Sum over a batch axis (axis counts batch axes, limb axis excluded)."""
-    total = np.zeros(x.shape[1:axis + 1] + x.shape[axis + 2:], dtype=np.int64)
-    total = x.sum(axis=axis + 1)
-    return reduce(total)

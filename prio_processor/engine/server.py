@@ -25,7 +25,6 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from . import codec, field, limbs, poly, seal
 from .codec import SERVER_A, SERVER_B, ClientPacket
 from .config import Config
-from .errors import PacketError, Reason
 from .field import INV2, MODULUS
 from .prg import SEED_BYTES, Prg, PrgKeying, expand_seeds
 
@@ -373,16 +372,3 @@ def uint_totals(bit_totals: Sequence[int], prec: int) -> list[int]:
         for j in range(len(bit_totals) // prec)
     ]
 
-
-__all__ = [
-    "PacketError",
-    "Reason",
-    "Schedule",
-    "Server",
-    "TotalShare",
-    "Verify1",
-    "final_totals",
-    "is_valid",
-    "server_index",
-    "uint_totals",
-]

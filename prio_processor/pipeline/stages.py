@@ -17,7 +17,7 @@ import base64
 import binascii
 import uuid
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable
 
 from ..engine import codec
 from ..engine.client import Client, bits_from_uints
@@ -28,7 +28,7 @@ from ..engine.server import Schedule, Server, TotalShare, Verify1, final_totals,
 from ..storage import BadRecord
 from .tally import Tally
 
-BATCH_SIZE = 256
+BATCH_SIZE = 128
 # Fewer packets per batch for long vectors: memory in flight stays near
 # BATCH_SIZE x 2048 elements.
 _BATCH_ELEMENTS = BATCH_SIZE * 2048

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from prio_processor.engine import codec, keys, seal
+from prio_processor.engine import codec, seal
 from prio_processor.engine.client import Client, bits_from_uints
 from prio_processor.engine.errors import PacketError, Reason
 from prio_processor.engine.field import MODULUS
