@@ -157,7 +157,11 @@ def _server_command(func):
 @options.evaluation_point
 def verify1(n_data, batch_id, server_id, private_key_hex, private_key_file, shared_secret, shared_secret_file,
             public_key_hex_internal, public_key_hex_external, input_, output, prg_keying, evaluation_point) -> None:
-    """Decode a batch of shares"""
+    """Decode a batch of shares
+
+    Decrypts and checks each client share of --input and writes this server's
+    verify1 packet for it, {"id", "payload"}, into --output.
+    """
     click.echo("Running verify1")
     server = _server(n_data, batch_id, server_id, private_key_hex, private_key_file, shared_secret,
                      shared_secret_file, public_key_hex_internal, public_key_hex_external, prg_keying)
@@ -210,7 +214,11 @@ def _routed(parts: list[Location], writers: list[RecordWriter]):
 def verify2(n_data, batch_id, server_id, private_key_hex, private_key_file, shared_secret, shared_secret_file,
             public_key_hex_internal, public_key_hex_external, input_, input_internal, input_external, output,
             prg_keying, evaluation_point) -> None:
-    """Verify a batch of SNIPs"""
+    """Verify a batch of SNIPs
+
+    Joins the shares of --input with both servers' verify1 packets by id and
+    writes this server's verify2 packet for each, {"id", "payload"}.
+    """
     click.echo("Running verify2")
     server = _server(n_data, batch_id, server_id, private_key_hex, private_key_file, shared_secret,
                      shared_secret_file, public_key_hex_internal, public_key_hex_external, prg_keying)
@@ -245,7 +253,11 @@ def verify2(n_data, batch_id, server_id, private_key_hex, private_key_file, shar
 def aggregate(n_data, batch_id, server_id, private_key_hex, private_key_file, shared_secret, shared_secret_file,
               public_key_hex_internal, public_key_hex_external, input_, input_internal, input_external, output,
               prg_keying) -> None:
-    """Generate an aggregate share from a batch of verified SNIPs"""
+    """Generate an aggregate share from a batch of verified SNIPs
+
+    Adds up the data shares of every client whose proof both servers' verify2
+    packets accept; writes {"payload", "error", "total", ...} into --output.
+    """
     click.echo("Running aggregate")
     server = _server(n_data, batch_id, server_id, private_key_hex, private_key_file, shared_secret,
                      shared_secret_file, public_key_hex_internal, public_key_hex_external, prg_keying)
@@ -275,7 +287,12 @@ def aggregate(n_data, batch_id, server_id, private_key_hex, private_key_file, sh
               help="The batch holds unsigned integers of this many bits: publish integer totals, not bit counts.")
 def publish(n_data, batch_id, server_id, public_key_hex_internal, public_key_hex_external, input_internal,
             input_external, output, min_batch_size, prec) -> None:
-    """Generate a final aggregate from both servers' aggregate shares"""
+    """Generate a final aggregate from both servers' aggregate shares
+
+    Combines this server's aggregate (--input-internal) with the partner's
+    (--input-external) into per-index counts; writes {"id", "timestamp",
+    "payload", "error", "total"} into --output.
+    """
     click.echo("Running publish")
     pair = (public_key_hex_internal, public_key_hex_external)
     names = ("--public-key-hex-internal", "--public-key-hex-external")

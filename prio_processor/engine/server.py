@@ -127,52 +127,55 @@ class Server:
 
     # -- evaluation at the random point ------------------------------------------
 
-    def _evaluate(self, packets: Sequence[ClientPacket], points: Sequence[int], fg: bool) -> list[tuple[int, int, int]]:
-        """(f(r), g(r), h(r)) shares per packet; f and g only when `fg` (else zeros)."""
+    def _evaluate_fg(self, packets: Sequence[ClientPacket], points: Sequence[int]) -> list[tuple[int, int]]:
+        """(f(r), g(r)) shares per packet (verify1)."""
         cfg = self.config
         n, big_n = cfg.n_data, cfg.n_points
-        count = len(packets)
-        data, h_odd = self._shares(packets, with_h=True)
+        data, _ = self._shares(packets, with_h=False)
         f0 = [p.f0 for p in packets]
         g0 = [p.g0 for p in packets]
-        h0 = [p.h0 for p in packets]
-        # g's points are f's but for g(1) and, at server A, minus one on the data points.
+        # g's points are f's but for g(1) and, at server A, minus one on the data points:
+        # g(r) follows from f(r) in closed form unless A's data ends far before N.
         tail = _indicator_tail(n, big_n) if self.index == SERVER_A else None
-        g_by_tree = fg and self.index == SERVER_A and tail is None
-        rows = [0] * fg + [1] * g_by_tree
-        polys = np.zeros((limbs.LIMBS, count, len(rows) + 1, big_n), dtype=np.int64)
-        for k, is_g in enumerate(rows):
-            polys[:, :, k, 0] = limbs.from_ints(g0 if is_g else f0)
-            polys[:, :, k, 1:n + 1] = data
-            if is_g:
-                polys[0, :, k, 1:n + 1] -= 1
-        polys[:, :, -1] = h_odd
-        shared = count > 1 and len(set(points)) == 1
+        g_by_tree = self.index == SERVER_A and tail is None
+        polys = np.zeros((limbs.LIMBS, len(packets), 1 + g_by_tree, big_n), dtype=np.int64)
+        polys[:, :, 0, 0] = limbs.from_ints(f0)
+        polys[:, :, 0, 1:n + 1] = data
+        if g_by_tree:
+            polys[:, :, 1, 0] = limbs.from_ints(g0)
+            polys[:, :, 1, 1:n + 1] = data
+            polys[0, :, 1, 1:n + 1] -= 1
+        shared = len(packets) > 1 and len(set(points)) == 1
         if shared:
-            values = _evaluate_shared_point(polys, h0, points[0], big_n)
+            values = _on_roots_at_shared_point(polys, points[0], big_n)
         else:
-            values = _evaluate_per_point(polys, h0, list(points), big_n)
+            values = _on_roots_at_points(polys, list(points), big_n)
         out = []
         for k, row in enumerate(values):
-            if not fg:
-                out.append((0, 0, row[-1]))
-                continue
             f_r = row[0]
             if g_by_tree:
                 g_r = row[1]
             else:
-                r = points[k]
-                basis = _lagrange_basis_at(r, n, big_n, shared, self.index == SERVER_A)
+                basis = _lagrange_basis_at(points[k], n, big_n, shared, self.index == SERVER_A)
                 g_r = (f_r + (g0[k] - f0[k]) * basis[0] - basis[1]) % MODULUS
-            out.append((f_r, g_r, row[-1]))
+            out.append((f_r, g_r))
         return out
+
+    def _evaluate_h(self, packets: Sequence[ClientPacket], points: Sequence[int]) -> list[int]:
+        """h(r) shares per packet (verify2)."""
+        big_n = self.config.n_points
+        _, h_odd = self._shares(packets, with_h=True)
+        h0 = [p.h0 for p in packets]
+        if len(packets) > 1 and len(set(points)) == 1:
+            return _h_at_shared_point(h_odd, h0, points[0], big_n)
+        return _h_at_points(h_odd, h0, list(points), big_n)
 
     def verify1(self, packets: Sequence[ClientPacket], points: Sequence[int]) -> list[Verify1]:
         """This server's verify1 packet for each opened packet."""
         if not packets:
             return []
         out = []
-        for packet, (f_r, g_r, _) in zip(packets, self._evaluate(packets, points, fg=True)):
+        for packet, (f_r, g_r) in zip(packets, self._evaluate_fg(packets, points)):
             a, b, _c = packet.triple
             out.append(Verify1((f_r - a) % MODULUS, (g_r - b) % MODULUS))
         return out
@@ -188,7 +191,7 @@ class Server:
         if not packets:
             return []
         out = []
-        for packet, (_, _, h_r), mine, theirs in zip(packets, self._evaluate(packets, points, fg=False), own, peer):
+        for packet, h_r, mine, theirs in zip(packets, self._evaluate_h(packets, points), own, peer):
             a, b, c = packet.triple
             d = (mine.d + theirs.d) % MODULUS
             e = (mine.e + theirs.e) % MODULUS
@@ -201,56 +204,70 @@ def is_valid(verify2_a: int, verify2_b: int) -> bool:
     return (verify2_a + verify2_b) % MODULUS == 0
 
 
-def _evaluate_per_point(polys: limbs.Limbs, h0: list[int], points: list[int], big_n: int) -> list[list[int]]:
-    """Each packet at its own point with the O(N) tree, no inversions.
+def _s_powers(chains: list[list[int]], rows: int) -> limbs.Limbs:
+    """Limbs (4, B, rows, log N) of each packet's square chain, repeated for each row."""
+    log_n = len(chains[0])
+    return limbs.from_ints(v for chain in chains for _ in range(rows) for v in chain).reshape(
+        limbs.LIMBS, len(chains), rows, log_n)
 
-    `polys` (4, B, k, N): rows 0..k-2 on the N-th roots, the last row h's values
-    on the odd 2N-th roots (h(1) is h0). Returns k values per packet.
-    """
-    count, k_polys = polys.shape[1], polys.shape[2]
-    log_n = big_n.bit_length() - 1
-    inv_w2 = field.inv(field.root_of_unity(2 * big_n))
-    shifted = [r * inv_w2 % MODULUS for r in points]  # h's odd points are w2 * (N-th roots)
-    chains = poly.square_chain(points, log_n)
-    shifted_chains = poly.square_chain(shifted, log_n)
-    s_powers = limbs.from_ints(
-        v for k in range(count) for row in range(k_polys)
-        for v in (shifted_chains[k] if row == k_polys - 1 else chains[k])
-    ).reshape(limbs.LIMBS, count, k_polys, log_n)
-    numerators = limbs.to_ints(poly.tree_numerators(polys, s_powers))
+
+def _on_roots_at_points(polys: limbs.Limbs, points: list[int], big_n: int) -> list[list[int]]:
+    """Polynomials through values on the N-th roots (4, B, k, N), each packet at its own
+    point, with the O(N) tree and no inversions: f(r) = (r A - (r^N - 1) sum y) / N."""
+    rows = polys.shape[2]
+    chains = poly.square_chain(points, big_n.bit_length() - 1)
+    numerators = limbs.to_ints(poly.tree_numerators(polys, _s_powers(chains, rows)))
     sums = limbs.to_ints(limbs.reduce(polys.sum(axis=-1)))
     inv_n = field.inv(big_n)
+    out = []
+    for k, r in enumerate(points):
+        r_n = chains[k][-1] * chains[k][-1] % MODULUS
+        out.append([(r * a - (r_n - 1) * y) * inv_n % MODULUS
+                    for a, y in zip(numerators[k * rows:(k + 1) * rows], sums[k * rows:(k + 1) * rows])])
+    return out
+
+
+def _h_at_points(h_odd: limbs.Limbs, h0: list[int], points: list[int], big_n: int) -> list[int]:
+    """h through h0 at 1, zeros on the other even 2N-th roots and `h_odd` (4, B, N) on the
+    odd ones, each packet at its own point. The odd roots are w2 times the N-th roots,
+    so the N-point tree runs at r' = r / w2, where r'^N = -r^N."""
+    inv_w2 = field.inv(field.root_of_unity(2 * big_n))
+    shifted = [r * inv_w2 % MODULUS for r in points]
+    chains = poly.square_chain(shifted, big_n.bit_length() - 1)
+    numerators = limbs.to_ints(poly.tree_numerators(h_odd[:, :, None], _s_powers(chains, 1)))
+    sums = limbs.to_ints(limbs.reduce(h_odd.sum(axis=-1)))
     inv_2n = field.inv(2 * big_n)
     out = []
     for k, r in enumerate(points):
         r_n = pow(r, big_n, MODULUS)
-        row_a = numerators[k * k_polys:(k + 1) * k_polys]
-        row_s = sums[k * k_polys:(k + 1) * k_polys]
-        # On the N-th roots: f(r) = (r A - (r^N - 1) sum y) / N.
-        values = [(r * a - (r_n - 1) * s) * inv_n % MODULUS for a, s in zip(row_a[:-1], row_s[:-1])]
-        # h: the odd 2N-th roots through r' = r / w2, plus h0 at the point 1.
-        odd = -(r_n - 1) * (shifted[k] * row_a[-1] + (r_n + 1) * row_s[-1]) % MODULUS * inv_2n
+        odd = -(r_n - 1) * (shifted[k] * numerators[k] + (r_n + 1) * sums[k]) % MODULUS * inv_2n
         even = h0[k] * (r_n - 1) % MODULUS * (r_n + 1) % MODULUS * inv_2n % MODULUS * field.inv(r - 1)
-        values.append((odd + even) % MODULUS)
-        out.append(values)
+        out.append((odd + even) % MODULUS)
     return out
 
 
 @lru_cache(maxsize=8)
-def _shared_weights(point: int, big_n: int) -> tuple[limbs.Limbs, limbs.Limbs, int]:
-    """Lagrange weights at `point`: on the N-th roots, on the odd 2N-th roots, and at 1 (for h0)."""
-    on_n = poly.lagrange_weights(point, big_n)
+def _weights_on_roots(point: int, big_n: int) -> limbs.Limbs:
+    return limbs.from_ints(poly.lagrange_weights(point, big_n))
+
+
+@lru_cache(maxsize=8)
+def _weights_for_h(point: int, big_n: int) -> tuple[limbs.Limbs, int]:
+    """Lagrange weights at `point` on the odd 2N-th roots, and at 1 (for h0)."""
     on_2n = poly.lagrange_weights(point, 2 * big_n)
-    return limbs.from_ints(on_n), limbs.from_ints(on_2n[1::2]), on_2n[0]
+    return limbs.from_ints(on_2n[1::2]), on_2n[0]
 
 
-def _evaluate_shared_point(polys: limbs.Limbs, h0: list[int], point: int, big_n: int) -> list[list[int]]:
+def _on_roots_at_shared_point(polys: limbs.Limbs, point: int, big_n: int) -> list[list[int]]:
     """All packets at one point: weights once per batch, then a dot product per packet."""
-    weights_n, weights_odd, weight_h0 = _shared_weights(point, big_n)
-    columns = [poly.dot(polys[:, :, row], weights_n) for row in range(polys.shape[2] - 1)]
-    odd = poly.dot(polys[:, :, -1], weights_odd)
-    columns.append([(o + h * weight_h0) % MODULUS for o, h in zip(odd, h0)])
+    weights = _weights_on_roots(point, big_n)
+    columns = [poly.dot(polys[:, :, row], weights) for row in range(polys.shape[2])]
     return [list(row) for row in zip(*columns)]
+
+
+def _h_at_shared_point(h_odd: limbs.Limbs, h0: list[int], point: int, big_n: int) -> list[int]:
+    weights, weight_h0 = _weights_for_h(point, big_n)
+    return [(o + h * weight_h0) % MODULUS for o, h in zip(poly.dot(h_odd, weights), h0)]
 
 
 #: Up to this many N-th roots past the data, server A gets g(r) from f(r) in closed form.
@@ -300,7 +317,7 @@ def _lagrange_basis_at(r: int, n: int, big_n: int, shared: bool, indicator: bool
 
 @lru_cache(maxsize=8)
 def _shared_weight_sums(point: int, n: int, big_n: int) -> tuple[int, int]:
-    weights = poly.lagrange_weights(point, big_n)
+    weights = limbs.to_ints(_weights_on_roots(point, big_n))
     return weights[0], sum(weights[1:n + 1]) % MODULUS
 
 
