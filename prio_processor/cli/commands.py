@@ -65,20 +65,22 @@ def _output_folder(path: str) -> Location:
     return loc
 
 
-def _server(n_data, batch_id, server_id, private_key_hex, private_key_file, shared_secret, shared_secret_file,
-            public_key_hex_internal, public_key_hex_external, prg_keying=PrgKeying.HASHED.value) -> Server:
-    key = options.private_key(private_key_hex, private_key_file)
-    seed = options.shared_secret(shared_secret, shared_secret_file)
-    internal_name, external_name = "--public-key-hex-internal", "--public-key-hex-external"
-    pair = (public_key_hex_internal, public_key_hex_external)
-    names = (internal_name, external_name)
-    if server_id == "B":
+def _config(params: dict):
+    """The batch configuration; the internal key is this server's, so B's swaps them."""
+    pair = (params["public_key_hex_internal"], params["public_key_hex_external"])
+    names = ("--public-key-hex-internal", "--public-key-hex-external")
+    if params["server_id"] == "B":
         pair, names = pair[::-1], names[::-1]
-    config = options.make_config(n_data, batch_id, pair[0], pair[1], names)
-    own_public = public_key_hex_internal
-    if keys.public_key_to_hex(key.public_key()) != own_public.strip().upper():
+    return options.make_config(params["n_data"], params["batch_id"], pair[0], pair[1], names)
+
+
+def _server(params: dict) -> Server:
+    key = options.private_key(params["private_key_hex"], params["private_key_file"])
+    seed = options.shared_secret(params["shared_secret"], params["shared_secret_file"])
+    config = _config(params)
+    if keys.public_key_to_hex(key.public_key()) != params["public_key_hex_internal"].strip().upper():
         raise ConfigError("the private key does not match --public-key-hex-internal")
-    return Server(config, server_id, key, seed, PrgKeying(prg_keying))
+    return Server(config, params["server_id"], key, seed, PrgKeying(params["prg_keying"]))
 
 
 def _named(folder: Location, source: Location, fallback: str) -> Location:
@@ -89,9 +91,11 @@ def _rejects(folder: Location, stage: str) -> Location:
     return folder.join(f"_rejects.{stage}.ndjson")
 
 
-def _index(path: str, option: str, tally: Tally) -> dict[str, str]:
-    _, parts = options.input_parts(path, option)
-    return stages.load_index(read_all(parts), tally)
+def _indexes(params: dict, tally: Tally) -> tuple[Location, dict[str, str], dict[str, str]]:
+    """--input-internal's location, and both verification packet files indexed by id."""
+    internal, internal_parts = options.input_parts(params["input_internal"], "--input-internal")
+    _, external_parts = options.input_parts(params["input_external"], "--input-external")
+    return internal, stages.load_index(read_all(internal_parts), tally), stages.load_index(read_all(external_parts), tally)
 
 
 @click.group()
@@ -155,28 +159,22 @@ def _server_command(func):
 @options.output_1
 @options.prg_keying
 @options.evaluation_point
-def verify1(n_data, batch_id, server_id, private_key_hex, private_key_file, shared_secret, shared_secret_file,
-            public_key_hex_internal, public_key_hex_external, input_, output, prg_keying, evaluation_point) -> None:
+def verify1(**params) -> None:
     """Decode a batch of shares
 
     Decrypts and checks each client share of --input and writes this server's
     verify1 packet for it, {"id", "payload"}, into --output.
     """
     click.echo("Running verify1")
-    server = _server(n_data, batch_id, server_id, private_key_hex, private_key_file, shared_secret,
-                     shared_secret_file, public_key_hex_internal, public_key_hex_external, prg_keying)
+    server = _server(params)
     with _storage_errors():
-        _, parts = options.input_parts(input_, "--input")
-        folder = _output_folder(output)
-        progress = _Progress("verify1")
+        _, parts = options.input_parts(params["input_"], "--input")
+        folder = _output_folder(params["output"])
         # One point stream for the whole command, across parts, as the original's one server.
-        with Tally("verify1", _rejects(folder, "verify1")) as tally:
-            writers = [RecordWriter(folder.join(part.name)) for part in parts]
-            with contextlib.ExitStack() as stack:
-                for writer in writers:
-                    stack.enter_context(writer)
-                stream, sink = _routed(parts, writers)
-                stages.verify1(server, Schedule(evaluation_point), progress.wrap(stream), sink, tally)
+        with Tally("verify1", _rejects(folder, "verify1")) as tally, contextlib.ExitStack() as stack:
+            writers = [stack.enter_context(RecordWriter(folder.join(part.name))) for part in parts]
+            stream, sink = _routed(parts, writers)
+            stages.verify1(server, Schedule(params["evaluation_point"]), _Progress("verify1").wrap(stream), sink, tally)
     click.echo(tally.summary())
 
 
@@ -211,36 +209,24 @@ def _routed(parts: list[Location], writers: list[RecordWriter]):
 @options.output_1
 @options.prg_keying
 @options.evaluation_point
-def verify2(n_data, batch_id, server_id, private_key_hex, private_key_file, shared_secret, shared_secret_file,
-            public_key_hex_internal, public_key_hex_external, input_, input_internal, input_external, output,
-            prg_keying, evaluation_point) -> None:
+def verify2(**params) -> None:
     """Verify a batch of SNIPs
 
     Joins the shares of --input with both servers' verify1 packets by id and
     writes this server's verify2 packet for each, {"id", "payload"}.
     """
     click.echo("Running verify2")
-    server = _server(n_data, batch_id, server_id, private_key_hex, private_key_file, shared_secret,
-                     shared_secret_file, public_key_hex_internal, public_key_hex_external, prg_keying)
+    server = _server(params)
     with _storage_errors():
-        _, parts = options.input_parts(input_, "--input")
-        internal_loc, _ = options.input_parts(input_internal, "--input-internal")
-        folder = _output_folder(output)
-        progress = _Progress("verify2")
-        with Tally("verify2", _rejects(folder, "verify2")) as tally:
-            internal = _index(input_internal, "--input-internal", tally)
-            external = _index(input_external, "--input-external", tally)
-            if internal_loc.is_file():
-                names = [internal_loc.name] * len(parts)
-            else:
-                names = [part.name for part in parts]
-            writers = {name: RecordWriter(folder.join(name)) for name in dict.fromkeys(names)}
-            with contextlib.ExitStack() as stack:
-                for writer in writers.values():
-                    stack.enter_context(writer)
-                stream, sink = _routed(parts, [writers[name] for name in names])
-                stages.verify2(server, Schedule(evaluation_point), progress.wrap(stream), internal, external, sink,
-                               tally)
+        _, parts = options.input_parts(params["input_"], "--input")
+        folder = _output_folder(params["output"])
+        with Tally("verify2", _rejects(folder, "verify2")) as tally, contextlib.ExitStack() as stack:
+            internal_loc, internal, external = _indexes(params, tally)
+            names = [internal_loc.name] * len(parts) if internal_loc.is_file() else [part.name for part in parts]
+            writers = {name: stack.enter_context(RecordWriter(folder.join(name))) for name in dict.fromkeys(names)}
+            stream, sink = _routed(parts, [writers[name] for name in names])
+            stages.verify2(server, Schedule(params["evaluation_point"]), _Progress("verify2").wrap(stream),
+                           internal, external, sink, tally)
     click.echo(tally.summary())
 
 
@@ -250,26 +236,20 @@ def verify2(n_data, batch_id, server_id, private_key_hex, private_key_file, shar
 @options.input_2
 @options.output_1
 @options.prg_keying
-def aggregate(n_data, batch_id, server_id, private_key_hex, private_key_file, shared_secret, shared_secret_file,
-              public_key_hex_internal, public_key_hex_external, input_, input_internal, input_external, output,
-              prg_keying) -> None:
+def aggregate(**params) -> None:
     """Generate an aggregate share from a batch of verified SNIPs
 
     Adds up the data shares of every client whose proof both servers' verify2
     packets accept; writes {"payload", "error", "total", ...} into --output.
     """
     click.echo("Running aggregate")
-    server = _server(n_data, batch_id, server_id, private_key_hex, private_key_file, shared_secret,
-                     shared_secret_file, public_key_hex_internal, public_key_hex_external, prg_keying)
+    server = _server(params)
     with _storage_errors():
-        _, parts = options.input_parts(input_, "--input")
-        internal_loc, _ = options.input_parts(input_internal, "--input-internal")
-        folder = _output_folder(output)
-        progress = _Progress("aggregate")
+        _, parts = options.input_parts(params["input_"], "--input")
+        folder = _output_folder(params["output"])
         with Tally("aggregate", _rejects(folder, "aggregate")) as tally:
-            internal = _index(input_internal, "--input-internal", tally)
-            external = _index(input_external, "--input-external", tally)
-            total = stages.aggregate(server, progress.wrap(read_all(parts)), internal, external, tally)
+            internal_loc, internal, external = _indexes(params, tally)
+            total = stages.aggregate(server, _Progress("aggregate").wrap(read_all(parts)), internal, external, tally)
         click.echo(tally.summary())
         with RecordWriter(_named(folder, internal_loc, "aggregate.ndjson")) as out:
             out.write(stages.aggregate_record(server, total, tally))
@@ -285,8 +265,7 @@ def aggregate(n_data, batch_id, server_id, private_key_hex, private_key_file, sh
               help="Refuse to publish totals of fewer valid clients than this (a privacy floor; 0 turns it off).")
 @click.option("--prec", type=click.IntRange(1, 64), default=None,
               help="The batch holds unsigned integers of this many bits: publish integer totals, not bit counts.")
-def publish(n_data, batch_id, server_id, public_key_hex_internal, public_key_hex_external, input_internal,
-            input_external, output, min_batch_size, prec) -> None:
+def publish(**params) -> None:
     """Generate a final aggregate from both servers' aggregate shares
 
     Combines this server's aggregate (--input-internal) with the partner's
@@ -294,18 +273,14 @@ def publish(n_data, batch_id, server_id, public_key_hex_internal, public_key_hex
     "payload", "error", "total"} into --output.
     """
     click.echo("Running publish")
-    pair = (public_key_hex_internal, public_key_hex_external)
-    names = ("--public-key-hex-internal", "--public-key-hex-external")
-    if server_id == "B":
-        pair, names = pair[::-1], names[::-1]
-    config = options.make_config(n_data, batch_id, pair[0], pair[1], names)
+    config = _config(params)
     with _storage_errors():
-        internal_loc, internal_parts = options.input_parts(input_internal, "--input-internal")
-        _, external_parts = options.input_parts(input_external, "--input-external")
-        folder = _output_folder(output)
+        internal_loc, internal_parts = options.input_parts(params["input_internal"], "--input-internal")
+        _, external_parts = options.input_parts(params["input_external"], "--input-external")
+        folder = _output_folder(params["output"])
         try:
-            record = stages.publish(config, "AB".index(server_id), read_all(internal_parts), read_all(external_parts),
-                                    min_batch_size, prec)
+            record = stages.publish(config, "AB".index(params["server_id"]), read_all(internal_parts),
+                                    read_all(external_parts), params["min_batch_size"], params["prec"])
         except stages.PublishError as exc:
             raise click.ClickException(f"refusing to publish: {exc}") from None
         with RecordWriter(_named(folder, internal_loc, "publish.ndjson")) as out:

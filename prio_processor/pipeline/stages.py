@@ -144,10 +144,17 @@ def verify1(
     batch.flush()
 
 
-def _lookup(index: dict[str, str], record_id: str, reason: Reason, what: str) -> bytes:
-    if record_id not in index:
-        raise PacketError(reason, f"no {what} for this id")
-    return decode_base64(index[record_id])
+def _joined(record: Record | BadRecord, internal: dict[str, str], external: dict[str, str],
+            stage: str) -> tuple[str, bytes, bytes, bytes]:
+    """(id, share, own packet, peer packet) of a share and the `stage` packets of both servers."""
+    record_id, payload = _id_and_payload(record)
+    found = []
+    for index, reason, whose in ((internal, Reason.MISSING_OWN_PACKET, "this server"),
+                                 (external, Reason.MISSING_PEER_PACKET, "the other server")):
+        if record_id not in index:
+            raise PacketError(reason, f"no {stage} packet of {whose} for this id")
+        found.append(decode_base64(index[record_id]))
+    return record_id, payload, found[0], found[1]
 
 
 def verify2(
@@ -175,9 +182,7 @@ def verify2(
         tally.total += 1
         record_id = _record_id(record)
         try:
-            record_id, payload = _id_and_payload(record)
-            own = _lookup(internal, record_id, Reason.MISSING_OWN_PACKET, "verify1 packet of this server")
-            peer = _lookup(external, record_id, Reason.MISSING_PEER_PACKET, "verify1 packet of the other server")
+            record_id, payload, own, peer = _joined(record, internal, external, "verify1")
             # A repeated id may carry another packet: check that one whole, as libprio would.
             packet = server.open(payload, codec.BOTH_ARRAYS if record_id in seen else H_ONLY)
         except PacketError as exc:
@@ -215,9 +220,7 @@ def aggregate(
         tally.total += 1
         record_id = _record_id(record)
         try:
-            record_id, payload = _id_and_payload(record)
-            own = _lookup(internal, record_id, Reason.MISSING_OWN_PACKET, "verify2 packet of this server")
-            peer = _lookup(external, record_id, Reason.MISSING_PEER_PACKET, "verify2 packet of the other server")
+            record_id, payload, own, peer = _joined(record, internal, external, "verify2")
             packet = server.open(payload, DATA_ONLY)
             if not is_valid(codec.read_verify2(own), codec.read_verify2(peer)):
                 raise PacketError(Reason.INVALID_PROOF, "the proof does not verify")
