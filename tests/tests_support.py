@@ -37,8 +37,8 @@ def vector_total_shares(case: Case) -> dict[str, TotalShare]:
         total = stages.aggregate(
             vector_server(case, server),
             case.raw(server),
-            read_payloads(case.intermediate(server, "verify2")),
-            read_payloads(case.intermediate(peer, "verify2")),
+            {k: (v, None) for k, v in read_payloads(case.intermediate(server, "verify2")).items()},
+            {k: (v, None) for k, v in read_payloads(case.intermediate(peer, "verify2")).items()},
             Tally("aggregate"),
         )
         out[server] = total

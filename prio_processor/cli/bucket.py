@@ -28,10 +28,9 @@ def ls(path: str) -> None:
 @bucket.command()
 @click.argument("path")
 def exists(path: str) -> None:
-    """Exit 0 if PATH is a file or a folder holding files, 1 otherwise."""
+    """Exit 0 if PATH is a data file or a folder holding data files (not only markers), 1 otherwise."""
     with _storage_errors():
-        loc = location(path)
-        found = loc.is_file() or loc.is_dir()
+        found = location(path).has_data()
     sys.exit(0 if found else 1)
 
 

@@ -42,7 +42,7 @@ class _Progress:
 
     def wrap(self, records: Iterable[Any]) -> Iterator[Any]:
         for record in records:
-            self.count += 1
+            self.count += record is not stages.END_OF_PART
             if self.enabled and self.count % 256 == 0:
                 click.echo(f"\r{self.label}: {self.count:,} records", nl=False, err=True)
             yield record
@@ -91,7 +91,7 @@ def _rejects(folder: Location, stage: str) -> Location:
     return folder.join(f"_rejects.{stage}.ndjson")
 
 
-def _indexes(params: dict, tally: Tally) -> tuple[Location, dict[str, str], dict[str, str]]:
+def _indexes(params: dict, tally: Tally) -> tuple[Location, stages.Index, stages.Index]:
     """--input-internal's location, and both verification packet files indexed by id."""
     internal, internal_parts = options.input_parts(params["input_internal"], "--input-internal")
     _, external_parts = options.input_parts(params["input_external"], "--input-external")
@@ -171,35 +171,48 @@ def verify1(**params) -> None:
         _, parts = options.input_parts(params["input_"], "--input")
         folder = _output_folder(params["output"])
         # One point stream for the whole command, across parts, as the original's one server.
-        with Tally("verify1", _rejects(folder, "verify1")) as tally, contextlib.ExitStack() as stack:
-            writers = [stack.enter_context(RecordWriter(folder.join(part.name))) for part in parts]
-            stream, sink = _routed(parts, writers)
-            stages.verify1(server, Schedule(params["evaluation_point"]), _Progress("verify1").wrap(stream), sink, tally)
+        with Tally("verify1", _rejects(folder, "verify1")) as tally, \
+                _PartOutputs(folder, [part.name for part in parts]) as outputs:
+            stages.verify1(server, Schedule(params["evaluation_point"]), _Progress("verify1").wrap(outputs.stream(parts)),
+                           outputs.sink, tally)
     click.echo(tally.summary())
 
 
-def _routed(parts: list[Location], writers: list[RecordWriter]):
-    """One record stream over all parts, and a sink writing to the current part's writer."""
-    current: list[RecordWriter] = [writers[0]]
+class _PartOutputs:
+    """Output files named after input parts, one open at a time.
 
-    def stream():
-        for part, writer in zip(parts, writers):
-            current[0] = writer
+    The stream marks the end of each part so the stage writes out its pending
+    batch; records then always belong to the file that is open.
+    """
+
+    def __init__(self, folder: Location, names: list[str]) -> None:
+        self._folder = folder
+        self._names = names
+        self._writer: RecordWriter | None = None
+        self._name: str | None = None
+
+    def stream(self, parts: list[Location]) -> Iterator[Any]:
+        for part, name in zip(parts, self._names):
+            if name != self._name:
+                self._close(None)
+                self._writer = RecordWriter(self._folder.join(name)).__enter__()
+                self._name = name
             yield from read_all([part])
+            yield stages.END_OF_PART
 
-    # Batches may lag behind the stream: route each output by the id's part.
-    owner: dict[str, RecordWriter] = {}
+    def sink(self, record: dict) -> None:
+        self._writer.write(record)
 
-    def tagged():
-        for record in stream():
-            if isinstance(record, dict) and isinstance(record.get("id"), str):
-                owner[record["id"]] = current[0]
-            yield record
+    def _close(self, exc: BaseException | None) -> None:
+        if self._writer is not None:
+            writer, self._writer = self._writer, None
+            writer.__exit__(type(exc) if exc else None, exc, None)
 
-    def sink(record: dict) -> None:
-        owner.pop(record["id"], writers[-1]).write(record)
+    def __enter__(self) -> "_PartOutputs":
+        return self
 
-    return tagged(), sink
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self._close(exc)
 
 
 @entry_point.command()
@@ -220,13 +233,12 @@ def verify2(**params) -> None:
     with _storage_errors():
         _, parts = options.input_parts(params["input_"], "--input")
         folder = _output_folder(params["output"])
-        with Tally("verify2", _rejects(folder, "verify2")) as tally, contextlib.ExitStack() as stack:
+        with Tally("verify2", _rejects(folder, "verify2")) as tally:
             internal_loc, internal, external = _indexes(params, tally)
             names = [internal_loc.name] * len(parts) if internal_loc.is_file() else [part.name for part in parts]
-            writers = {name: stack.enter_context(RecordWriter(folder.join(name))) for name in dict.fromkeys(names)}
-            stream, sink = _routed(parts, [writers[name] for name in names])
-            stages.verify2(server, Schedule(params["evaluation_point"]), _Progress("verify2").wrap(stream),
-                           internal, external, sink, tally)
+            with _PartOutputs(folder, names) as outputs:
+                stages.verify2(server, Schedule(params["evaluation_point"]),
+                               _Progress("verify2").wrap(outputs.stream(parts)), internal, external, outputs.sink, tally)
     click.echo(tally.summary())
 
 

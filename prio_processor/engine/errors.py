@@ -19,6 +19,7 @@ class Reason(str, enum.Enum):
     DUPLICATE_ID = "duplicate_id"
     MISSING_OWN_PACKET = "missing_own_packet"
     MISSING_PEER_PACKET = "missing_peer_packet"
+    SHARE_MISMATCH = "share_mismatch"
     INVALID_PROOF = "invalid_proof"
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import uuid
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable
@@ -70,19 +71,38 @@ def _id_and_payload(record: Record | BadRecord) -> tuple[str, bytes]:
     return record_id, decode_base64(record["payload"])
 
 
+def share_digest(record: Record) -> str:
+    """Binds a verification packet to the exact share it was made from, so that a
+    second share under the same id cannot ride on the first one's proof."""
+    return hashlib.sha256(str(record["payload"]).encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+#: Marks the end of an input part in a share stream: pending batches are written
+#: out, so that each part's output is complete before the next part starts.
+END_OF_PART = object()
+
+
 def _record_id(record: Record | BadRecord) -> str | None:
     return record.get("id") if isinstance(record, dict) and isinstance(record.get("id"), str) else None
 
 
-def load_index(records: Iterable[Record | BadRecord], tally: Tally) -> dict[str, str]:
-    """id -> base64 payload of verification packets (later duplicates win, as in the original)."""
-    index: dict[str, str] = {}
+Index = dict[str, tuple[str, str | None]]
+
+
+def load_index(records: Iterable[Record | BadRecord], tally: Tally) -> Index:
+    """id -> (base64 payload, share digest or None) of verification packets.
+
+    Later duplicates win, as in the original. Unusable lines are listed in the
+    rejects file but are not share errors.
+    """
+    index: Index = {}
     for record in records:
         record_id = _record_id(record)
         if record_id is None or not isinstance(record.get("payload"), str):
-            tally.reject(record_id, Reason.BAD_JSON, "unusable record in a verification packet file")
+            tally.skip(record_id, Reason.BAD_JSON, "unusable record in a verification packet file")
             continue
-        index[record_id] = record["payload"]
+        digest = record.get("digest")
+        index[record_id] = record["payload"], digest if isinstance(digest, str) else None
     return index
 
 
@@ -121,13 +141,16 @@ def verify1(
     points = server.points(schedule)
     seen: set[str] = set()
 
-    def run(items: list[tuple[str, ClientPacket, int]]) -> None:
-        results = server.verify1([p for _, p, _ in items], [r for _, _, r in items])
-        for (record_id, _, _), packet in zip(items, results):
-            sink({"id": record_id, "payload": encode_base64(packet.to_bytes())})
+    def run(items: list[tuple[str, str, ClientPacket, int]]) -> None:
+        results = server.verify1([i[2] for i in items], [i[3] for i in items])
+        for (record_id, digest, _, _), packet in zip(items, results):
+            sink({"id": record_id, "payload": encode_base64(packet.to_bytes()), "digest": digest})
 
     batch = _Batcher(run, batch_size(server.config))
     for record in shares:
+        if record is END_OF_PART:
+            batch.flush()
+            continue
         tally.total += 1
         try:
             record_id, payload = _id_and_payload(record)
@@ -140,11 +163,11 @@ def verify1(
             tally.reject(record_id, Reason.DUPLICATE_ID, "id seen before in this input")
             continue
         seen.add(record_id)
-        batch.add((record_id, packet, point))
+        batch.add((record_id, share_digest(record), packet, point))
     batch.flush()
 
 
-def _joined(record: Record | BadRecord, internal: dict[str, str], external: dict[str, str],
+def _joined(record: Record | BadRecord, internal: Index, external: Index,
             stage: str) -> tuple[str, bytes, bytes, bytes]:
     """(id, share, own packet, peer packet) of a share and the `stage` packets of both servers."""
     record_id, payload = _id_and_payload(record)
@@ -153,16 +176,25 @@ def _joined(record: Record | BadRecord, internal: dict[str, str], external: dict
                                  (external, Reason.MISSING_PEER_PACKET, "the other server")):
         if record_id not in index:
             raise PacketError(reason, f"no {stage} packet of {whose} for this id")
-        found.append(decode_base64(index[record_id]))
+        found.append(decode_base64(index[record_id][0]))
     return record_id, payload, found[0], found[1]
+
+
+def _check_own_digest(record: Record, internal: Index, stage: str) -> str:
+    """This share's digest, which must be the one our own `stage` packet was made from."""
+    digest = share_digest(record)
+    made_from = internal[record["id"]][1]
+    if made_from is not None and made_from != digest:
+        raise PacketError(Reason.SHARE_MISMATCH, f"this server's {stage} packet was made from another share with this id")
+    return digest
 
 
 def verify2(
     server: Server,
     schedule: Schedule,
     shares: Iterable[Record | BadRecord],
-    internal: dict[str, str],
-    external: dict[str, str],
+    internal: Index,
+    external: Index,
     sink: Sink,
     tally: Tally,
 ) -> None:
@@ -170,15 +202,18 @@ def verify2(
     points = server.points(schedule)
     seen: set[str] = set()
 
-    def run(items: list[tuple[str, ClientPacket, int, Verify1, Verify1]]) -> None:
+    def run(items: list[tuple[str, str, ClientPacket, int, Verify1, Verify1]]) -> None:
         results = server.verify2(
-            [i[1] for i in items], [i[2] for i in items], [i[3] for i in items], [i[4] for i in items]
+            [i[2] for i in items], [i[3] for i in items], [i[4] for i in items], [i[5] for i in items]
         )
         for item, out in zip(items, results):
-            sink({"id": item[0], "payload": encode_base64(codec.pack_verify2(out))})
+            sink({"id": item[0], "payload": encode_base64(codec.pack_verify2(out)), "digest": item[1]})
 
     batch = _Batcher(run, batch_size(server.config))
     for record in shares:
+        if record is END_OF_PART:
+            batch.flush()
+            continue
         tally.total += 1
         record_id = _record_id(record)
         try:
@@ -192,20 +227,21 @@ def verify2(
         try:
             if record_id in seen:
                 raise PacketError(Reason.DUPLICATE_ID, "id seen before in this input")
+            digest = _check_own_digest(record, internal, "verify1")
             packets = Verify1.from_bytes(own), Verify1.from_bytes(peer)
         except PacketError as exc:
             tally.reject(record_id, exc.reason, exc.detail)
             continue
         seen.add(record_id)
-        batch.add((record_id, packet, point, *packets))
+        batch.add((record_id, digest, packet, point, *packets))
     batch.flush()
 
 
 def aggregate(
     server: Server,
     shares: Iterable[Record | BadRecord],
-    internal: dict[str, str],
-    external: dict[str, str],
+    internal: Index,
+    external: Index,
     tally: Tally,
 ) -> TotalShare:
     """The total share of all shares whose proof both servers accepted."""
@@ -221,6 +257,7 @@ def aggregate(
         record_id = _record_id(record)
         try:
             record_id, payload, own, peer = _joined(record, internal, external, "verify2")
+            _check_own_digest(record, internal, "verify2")
             packet = server.open(payload, DATA_ONLY)
             if not is_valid(codec.read_verify2(own), codec.read_verify2(peer)):
                 raise PacketError(Reason.INVALID_PROOF, "the proof does not verify")
@@ -256,7 +293,7 @@ def _merge_aggregates(config: Config, records: Iterable[Record | BadRecord], exp
             raise PublishError(f"the {side} aggregate is not a valid aggregate record")
         if "batch_id" in record and record["batch_id"] != config.batch_id.decode("utf-8", "replace"):
             raise PublishError(f"the {side} aggregate is for batch {record['batch_id']!r}, not this batch")
-        if "n_data" in record and record["n_data"] != config.n_data:
+        if "n_data" in record and (type(record["n_data"]) is not int or record["n_data"] != config.n_data):
             raise PublishError(f"the {side} aggregate has n_data {record['n_data']}, not {config.n_data}")
         try:
             share = TotalShare.from_bytes(decode_base64(record["payload"]), config.n_data)
@@ -268,8 +305,11 @@ def _merge_aggregates(config: Config, records: Iterable[Record | BadRecord], exp
             merged = share
         else:
             merged.merge(share)
-        errors += int(record.get("error", 0))
-        totals += int(record.get("total", 0))
+        counts = record.get("error", 0), record.get("total", 0)
+        if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts) or counts[0] > counts[1]:
+            raise PublishError(f"the {side} aggregate has unusable error and total counts")
+        errors += counts[0]
+        totals += counts[1]
     if merged is None:
         raise PublishError(f"the {side} aggregate is empty")
     return merged, errors, totals

@@ -16,6 +16,7 @@ class Tally:
         self.stage = stage
         self.total = 0
         self.reasons: Counter[str] = Counter()
+        self.skipped = 0
         self._rejects_location = rejects
         self._writer: RecordWriter | None = None
 
@@ -37,6 +38,14 @@ class Tally:
                 entry["detail"] = detail
             self._writer.write(entry)
 
+    def skip(self, record_id: Any, reason: Reason, detail: str = "") -> None:
+        """List an unusable line of a side input (not a share): in the rejects file, not in the errors."""
+        self.skipped += 1
+        if self._writer is not None:
+            entry = {"id": record_id if isinstance(record_id, str) else None, "reason": Reason(reason).value,
+                     "detail": detail}
+            self._writer.write(entry)
+
     @property
     def errors(self) -> int:
         return sum(self.reasons.values())
@@ -46,4 +55,6 @@ class Tally:
         line = f"{self.errors} errors out of {self.total} total"
         if self.reasons:
             line += " (" + ", ".join(f"{reason}: {count}" for reason, count in sorted(self.reasons.items())) + ")"
+        if self.skipped:
+            line += f"; {self.skipped} unusable lines in verification packet files"
         return line

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import IO, Iterator
 
 GCS_SCHEME = "gs://"
+_READ_BUFFER = 1 << 20
 
 
 class StorageError(Exception):
@@ -56,6 +57,10 @@ class Location:
     @property
     def name(self) -> str:
         return self.uri.rstrip("/").rsplit("/", 1)[-1]
+
+    def has_data(self) -> bool:
+        """A data file, or a folder holding at least one data file."""
+        return self.is_file() or (self.is_dir() and any(is_part_name(c.name) for c in self.children()))
 
     def parts(self) -> list["Location"]:
         """The data files to read: itself if a file, else its data files (sorted by name)."""
@@ -102,6 +107,9 @@ class Location:
     def delete(self) -> None:
         raise NotImplementedError
 
+    def prune(self) -> None:
+        """Remove empty folders below this one, where folders exist."""
+
     def read_bytes(self) -> bytes:
         with self.open_read() as f:
             return f.read()
@@ -147,7 +155,8 @@ class LocalLocation(Location):
 
     def open_read(self) -> IO[bytes]:
         try:
-            return open(self.path, "rb")
+            # Shares are tens of kilobytes a line: read in large blocks.
+            return open(self.path, "rb", buffering=_READ_BUFFER)
         except OSError as exc:
             raise StorageError(f"cannot read {self.uri}: {exc.strerror}") from None
 
@@ -163,6 +172,7 @@ class LocalLocation(Location):
                 yield f
                 f.flush()
                 os.fsync(f.fileno())
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes files private; outputs follow the umask
             os.replace(tmp, self.path)
         except BaseException:
             with contextlib.suppress(OSError):
@@ -174,6 +184,18 @@ class LocalLocation(Location):
             shutil.rmtree(self.path)
         elif self.path.exists():
             self.path.unlink()
+
+    def prune(self) -> None:
+        """Remove empty folders below this one (objects in buckets leave none behind)."""
+        for folder in sorted((p for p in self.path.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+            if not any(folder.iterdir()):
+                folder.rmdir()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 @lru_cache(maxsize=1)
@@ -190,12 +212,13 @@ def _gcs_client():
 
 def _gcs_call(what: str, func, *args, **kwargs):
     from google.api_core import exceptions as api_exceptions
+    from google.auth import exceptions as auth_exceptions
 
     try:
         return func(*args, **kwargs)
     except api_exceptions.NotFound:
         raise StorageError(f"{what}: not found") from None
-    except api_exceptions.GoogleAPIError as exc:
+    except (api_exceptions.GoogleAPIError, auth_exceptions.GoogleAuthError) as exc:
         raise StorageError(f"{what}: {exc.__class__.__name__}: {getattr(exc, 'message', exc)}") from None
     except OSError as exc:  # connection refused and the like
         raise StorageError(f"{what}: {exc}") from None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-from .locations import Location
+from .locations import Location, StorageError
 
 SUCCESS_MARKER = "_SUCCESS"
 
@@ -27,6 +27,8 @@ def sync(source: Location, target: Location, mark_success: bool = True) -> int:
     The old marker goes first, so a reader never takes a half-synced folder
     for a complete one. Returns the number of files copied.
     """
+    if not source.is_dir():
+        raise StorageError(f"{source} is not a folder: nothing to sync")
     files = dict(source.walk())
     marker = target.join(SUCCESS_MARKER)
     if marker.is_file():
@@ -37,6 +39,7 @@ def sync(source: Location, target: Location, mark_success: bool = True) -> int:
             old.delete()
     for name in sorted(wanted):
         copy_file(files[name], target.join(name))
+    target.prune()
     if mark_success:
         marker.write_bytes(b"")
     return len(wanted)
@@ -51,6 +54,7 @@ def delete_all(root: Location) -> int:
     files = root.walk()
     for _, file in files:
         file.delete()
+    root.prune()
     if root.is_file():
         root.delete()
         return len(files) + 1

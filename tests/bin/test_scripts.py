@@ -193,3 +193,11 @@ def test_cleanup(tmp_path):
     assert not _data_files(tmp_path / "a-private")
     second = subprocess.run([str(BIN / "cleanup")], env=env, capture_output=True, text=True)
     assert second.stdout.count("nothing to delete") == 2
+
+
+def test_unreadable_data_config_fails_the_run(tmp_path):
+    deployment = Deployment(tmp_path)
+    deployment.generate()
+    deployment.server["A"]["DATA_CONFIG"] = str(tmp_path / "missing.json")
+    code, log = _finish(deployment.process("A"))
+    assert code == 2 and "missing.json" in log and "done" not in log

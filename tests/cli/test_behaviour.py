@@ -124,7 +124,7 @@ def test_folders_of_parts_and_parquet(tmp_path):
     assert record["payload"] == [sum(c) for c in zip(*rows)]
     out = tmp_path / "work" / "A" / "verify1"
     assert sorted(p.name for p in out.iterdir()) == ["_rejects.verify1.ndjson", "part-00000.json", "part-00001.parquet"]
-    assert pq.read_table(out / "part-00001.parquet").column_names == ["id", "payload"]
+    assert pq.read_table(out / "part-00001.parquet").column_names == ["id", "payload", "digest"]
 
 
 def test_corrupted_input_lists_rejects_and_reruns_identically(tmp_path):
@@ -276,3 +276,57 @@ def test_publish_merges_partial_aggregates(tmp_path):
     merged = json.loads((tmp_path / "pub" / "publish.ndjson").read_text())
     assert merged["payload"] == whole["payload"] == [3, 1, 3]
     assert (merged["error"], merged["total"]) == (0, 4)
+
+
+def test_many_parts_one_open_output_at_a_time(tmp_path):
+    """Spark writes hundreds of parts; outputs are written one part at a time."""
+    import resource
+    import subprocess
+    import sys
+
+    keys = _keys(run_inprocess)
+    raw = _encode(run_inprocess, keys, 3, [[1, 0, 1]] * 60, tmp_path)
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    for k, line in enumerate(Path(raw["A"]).read_text().splitlines()):
+        (parts / f"part-{k:05d}.json").write_text(line + "\n")
+    env = dict(_server_env(keys, "A", 3), PATH="/usr/bin:/bin")
+
+    def few_files():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (40, 40))
+
+    proc = subprocess.run([sys.executable, "-m", "prio_processor", "verify1", "--input", str(parts),
+                           "--output", str(tmp_path / "out")], env=env, capture_output=True, text=True,
+                          preexec_fn=few_files)
+    assert proc.returncode == 0, proc.stderr
+    written = sorted(p.name for p in (tmp_path / "out").iterdir() if p.name.startswith("part-"))
+    assert len(written) == 60
+    assert (tmp_path / "out" / "part-00000.json").stat().st_mode & 0o044 == 0o044  # follows the umask
+
+
+def test_publish_rejects_malformed_counts(tmp_path):
+    keys = _keys(run_inprocess)
+    raw = _encode(run_inprocess, keys, 3, [[1, 1, 0]] * 2, tmp_path)
+    run_all(run_inprocess, keys, 3, raw, tmp_path)
+    for bad in ({"error": "x"}, {"total": None}, {"error": 5, "total": 2}, {"n_data": 3.0}):
+        record = json.loads((tmp_path / "A" / "aggregate" / "data.ndjson").read_text())
+        record.update(bad)
+        (tmp_path / "bad.ndjson").write_text(json.dumps(record) + "\n")
+        env = {k: v for k, v in _server_env(keys, "A", 3).items() if "PRIVATE" not in k and "SECRET" not in k}
+        result = run_inprocess(["publish", "--input-internal", str(tmp_path / "bad.ndjson"), "--input-external",
+                                str(tmp_path / "B" / "aggregate" / "data.ndjson"), "--output", str(tmp_path / "p")], env)
+        assert result.exit_code == 1 and "refusing to publish" in result.stderr, (bad, result.output)
+
+
+def test_bucket_sync_and_exists_on_folders(tmp_path):
+    target = tmp_path / "target"
+    (target / "batch_id=x").mkdir(parents=True)
+    (target / "batch_id=x" / "part-0.json").write_text("{}\n")
+    missing = run_inprocess(["bucket", "sync", str(tmp_path / "typo"), str(target)])
+    assert missing.exit_code == 2 and (target / "batch_id=x" / "part-0.json").exists()
+    assert run_inprocess(["bucket", "exists", str(target / "batch_id=x")]).exit_code == 0
+    assert run_inprocess(["bucket", "rm", str(target)]).exit_code == 0
+    assert run_inprocess(["bucket", "exists", str(target / "batch_id=x")]).exit_code == 1
+    (target / "only-markers").mkdir()
+    (target / "only-markers" / "_SUCCESS").write_text("")
+    assert run_inprocess(["bucket", "exists", str(target / "only-markers")]).exit_code == 1

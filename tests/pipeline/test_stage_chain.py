@@ -20,6 +20,10 @@ def _by_id(records: list[dict]) -> dict[str, str]:
     return {r["id"]: r["payload"] for r in records}
 
 
+def _index(records: list[dict]) -> stages.Index:
+    return stages.load_index(records, Tally("index"))
+
+
 def run_chain(case: Case, schedule: Schedule) -> tuple[dict, dict, dict]:
     """(stage outputs, tallies, aggregate records), keyed by (stage, server)."""
     servers = {s: vector_server(case, s) for s in PEER}
@@ -32,7 +36,7 @@ def run_chain(case: Case, schedule: Schedule) -> tuple[dict, dict, dict]:
         outputs["verify2", s], tallies["verify2", s] = [], Tally("verify2")
         stages.verify2(
             servers[s], schedule, case.raw(s),
-            _by_id(outputs["verify1", s]), _by_id(outputs["verify1", PEER[s]]),
+            _index(outputs["verify1", s]), _index(outputs["verify1", PEER[s]]),
             outputs["verify2", s].append, tallies["verify2", s],
         )
     aggregates = {}
@@ -40,7 +44,7 @@ def run_chain(case: Case, schedule: Schedule) -> tuple[dict, dict, dict]:
         tallies["aggregate", s] = Tally("aggregate")
         total = stages.aggregate(
             servers[s], case.raw(s),
-            _by_id(outputs["verify2", s]), _by_id(outputs["verify2", PEER[s]]), tallies["aggregate", s],
+            _index(outputs["verify2", s]), _index(outputs["verify2", PEER[s]]), tallies["aggregate", s],
         )
         aggregates[s] = stages.aggregate_record(servers[s], total, tallies["aggregate", s])
     return outputs, tallies, aggregates
@@ -101,3 +105,40 @@ def test_base64_crash_case_is_counted_not_fatal(server_id, rejected):
     assert len(produced) == 4 - len(rejected)
     expected = read_payloads(case.intermediate(server_id, "verify1"))
     assert {k: v for k, v in _by_id(produced).items() if k in expected} == expected
+
+
+def test_a_second_share_under_a_verified_id_is_not_counted():
+    """Verification packets are bound to the share they were made from: a malformed copy of
+    a valid share, sent first under the same id, fails verify1 and must not be aggregated."""
+    import base64
+
+    from prio_processor.engine import codec, keys, seal
+
+    case = Case(VECTORS / "prg-hashed" / "c_n8")
+    cfg = case.config
+    shares = {s: case.raw(s) for s in PEER}
+    honest = shares["A"][0]
+    private_a = keys.private_key_from_hex(case.keys("A")["private_key"])
+    plain = seal.decrypt(private_a, base64.b64decode(honest["payload"]))
+    opened = codec.read_client_packet(plain, cfg.batch_id, 0, cfg.n_data, cfg.n_points)
+    body = codec.pack_elements(opened.data_rows) + codec.pack_elements(opened.h_rows[:-1])  # h one short
+    bad = codec.pack_client_packet(cfg.batch_id, opened.triple, opened.f0, opened.g0, opened.h0, 0, body)
+    impostor = {"id": honest["id"], "payload": base64.b64encode(seal.encrypt(cfg.public_key_a, bad)).decode()}
+    shares["A"] = [impostor] + shares["A"]
+    shares["B"] = [shares["B"][0]] + shares["B"]
+    servers = {s: vector_server(case, s) for s in PEER}
+    out = {}
+    for s in PEER:
+        out["verify1", s] = []
+        stages.verify1(servers[s], Schedule.FIXED, shares[s], out["verify1", s].append, Tally("verify1"))
+    for s in PEER:
+        out["verify2", s] = []
+        stages.verify2(servers[s], Schedule.FIXED, shares[s], _index(out["verify1", s]),
+                       _index(out["verify1", PEER[s]]), out["verify2", s].append, Tally("verify2"))
+    totals = {}
+    for s in PEER:
+        tally = Tally("aggregate")
+        total = stages.aggregate(servers[s], shares[s], _index(out["verify2", s]), _index(out["verify2", PEER[s]]), tally)
+        totals[s] = stages.aggregate_record(servers[s], total, tally)
+    published = stages.publish(cfg, 0, [totals["A"]], [totals["B"]])
+    assert published["payload"] == case.manifest["expected_published_payload"]
