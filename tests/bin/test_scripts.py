@@ -132,6 +132,11 @@ def test_integrate_on_the_gcs_api_server_with_server_b_20_seconds_late():
 def test_server_b_starts_20_seconds_late(tmp_path):
     deployment = Deployment(tmp_path)
     deployment.generate()
+    # Server A reads its secrets from files this time.
+    env = deployment.server["A"]
+    for name, file_name in (("PRIVATE_KEY_HEX", "PRIVATE_KEY_FILE"), ("SHARED_SECRET", "SHARED_SECRET_FILE")):
+        (tmp_path / name).write_text(env.pop(name) + "\n")
+        env[file_name] = str(tmp_path / name)
     a = deployment.process("A")
     time.sleep(20)
     assert a.poll() is None, "server A must wait for B"
