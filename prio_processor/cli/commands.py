@@ -146,6 +146,18 @@ def encode_shares(n_data, batch_id, public_key_hex_internal, public_key_hex_exte
     click.echo(tally.summary())
 
 
+@contextlib.contextmanager
+def _server_stage(stage: str, params: dict) -> Iterator[tuple[Server, list[Location], Location, Tally]]:
+    """(server, input parts, output folder, tally) of a server stage; storage errors exit 2."""
+    click.echo(f"Running {stage}")
+    server = _server(params)
+    with _storage_errors():
+        _, parts = options.input_parts(params["input_"], "--input")
+        folder = _output_folder(params["output"])
+        with Tally(stage, _rejects(folder, stage)) as tally:
+            yield server, parts, folder, tally
+
+
 def _server_command(func):
     for decorator in reversed([options.data_config, options.server_id_option, options.private_key_options,
                                options.shared_secret_options, options.public_key]):
@@ -165,14 +177,9 @@ def verify1(**params) -> None:
     Decrypts and checks each client share of --input and writes this server's
     verify1 packet for it, {"id", "payload"}, into --output.
     """
-    click.echo("Running verify1")
-    server = _server(params)
-    with _storage_errors():
-        _, parts = options.input_parts(params["input_"], "--input")
-        folder = _output_folder(params["output"])
+    with _server_stage("verify1", params) as (server, parts, folder, tally):
         # One point stream for the whole command, across parts, as the original's one server.
-        with Tally("verify1", _rejects(folder, "verify1")) as tally, \
-                _PartOutputs(folder, [part.name for part in parts]) as outputs:
+        with _PartOutputs(folder, [part.name for part in parts]) as outputs:
             stages.verify1(server, Schedule(params["evaluation_point"]), _Progress("verify1").wrap(outputs.stream(parts)),
                            outputs.sink, tally)
     click.echo(tally.summary())
@@ -228,17 +235,12 @@ def verify2(**params) -> None:
     Joins the shares of --input with both servers' verify1 packets by id and
     writes this server's verify2 packet for each, {"id", "payload"}.
     """
-    click.echo("Running verify2")
-    server = _server(params)
-    with _storage_errors():
-        _, parts = options.input_parts(params["input_"], "--input")
-        folder = _output_folder(params["output"])
-        with Tally("verify2", _rejects(folder, "verify2")) as tally:
-            internal_loc, internal, external = _indexes(params, tally)
-            names = [internal_loc.name] * len(parts) if internal_loc.is_file() else [part.name for part in parts]
-            with _PartOutputs(folder, names) as outputs:
-                stages.verify2(server, Schedule(params["evaluation_point"]),
-                               _Progress("verify2").wrap(outputs.stream(parts)), internal, external, outputs.sink, tally)
+    with _server_stage("verify2", params) as (server, parts, folder, tally):
+        internal_loc, internal, external = _indexes(params, tally)
+        names = [internal_loc.name] * len(parts) if internal_loc.is_file() else [part.name for part in parts]
+        with _PartOutputs(folder, names) as outputs:
+            stages.verify2(server, Schedule(params["evaluation_point"]),
+                           _Progress("verify2").wrap(outputs.stream(parts)), internal, external, outputs.sink, tally)
     click.echo(tally.summary())
 
 
@@ -254,14 +256,9 @@ def aggregate(**params) -> None:
     Adds up the data shares of every client whose proof both servers' verify2
     packets accept; writes {"payload", "error", "total", ...} into --output.
     """
-    click.echo("Running aggregate")
-    server = _server(params)
-    with _storage_errors():
-        _, parts = options.input_parts(params["input_"], "--input")
-        folder = _output_folder(params["output"])
-        with Tally("aggregate", _rejects(folder, "aggregate")) as tally:
-            internal_loc, internal, external = _indexes(params, tally)
-            total = stages.aggregate(server, _Progress("aggregate").wrap(read_all(parts)), internal, external, tally)
+    with _server_stage("aggregate", params) as (server, parts, folder, tally):
+        internal_loc, internal, external = _indexes(params, tally)
+        total = stages.aggregate(server, _Progress("aggregate").wrap(read_all(parts)), internal, external, tally)
         click.echo(tally.summary())
         with RecordWriter(_named(folder, internal_loc, "aggregate.ndjson")) as out:
             out.write(stages.aggregate_record(server, total, tally))

@@ -18,7 +18,7 @@ import binascii
 import hashlib
 import uuid
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 from ..engine import codec
 from ..engine.client import Client, bits_from_uints
@@ -129,6 +129,17 @@ class _Batcher:
             items, self.items = self.items, []
             self._run(items)
 
+    def records(self, stream: Iterable[Any], tally: Tally) -> Iterator[Any]:
+        """The records of a stream, each counted in `tally`; at END_OF_PART and at the
+        end the pending batch is run, so a part's output is written before the next part."""
+        for record in stream:
+            if record is END_OF_PART:
+                self.flush()
+                continue
+            tally.total += 1
+            yield record
+        self.flush()
+
 
 def verify1(
     server: Server,
@@ -147,11 +158,7 @@ def verify1(
             sink({"id": record_id, "payload": encode_base64(packet.to_bytes()), "digest": digest})
 
     batch = _Batcher(run, batch_size(server.config))
-    for record in shares:
-        if record is END_OF_PART:
-            batch.flush()
-            continue
-        tally.total += 1
+    for record in batch.records(shares, tally):
         try:
             record_id, payload = _id_and_payload(record)
             packet = server.open(payload)
@@ -164,7 +171,6 @@ def verify1(
             continue
         seen.add(record_id)
         batch.add((record_id, share_digest(record), packet, point))
-    batch.flush()
 
 
 def _joined(record: Record | BadRecord, internal: Index, external: Index,
@@ -210,11 +216,7 @@ def verify2(
             sink({"id": item[0], "payload": encode_base64(codec.pack_verify2(out)), "digest": item[1]})
 
     batch = _Batcher(run, batch_size(server.config))
-    for record in shares:
-        if record is END_OF_PART:
-            batch.flush()
-            continue
-        tally.total += 1
+    for record in batch.records(shares, tally):
         record_id = _record_id(record)
         try:
             record_id, payload, own, peer = _joined(record, internal, external, "verify1")
@@ -234,7 +236,6 @@ def verify2(
             continue
         seen.add(record_id)
         batch.add((record_id, digest, packet, point, *packets))
-    batch.flush()
 
 
 def aggregate(
@@ -252,8 +253,7 @@ def aggregate(
         total.add(server.data_shares(packets))
 
     batch = _Batcher(run, batch_size(server.config))
-    for record in shares:
-        tally.total += 1
+    for record in batch.records(shares, tally):
         record_id = _record_id(record)
         try:
             record_id, payload, own, peer = _joined(record, internal, external, "verify2")
@@ -268,7 +268,6 @@ def aggregate(
             continue
         seen.add(record_id)
         batch.add(packet)
-    batch.flush()
     return total
 
 
@@ -363,15 +362,13 @@ def encode_shares(
             sink_b({"id": record_id, "payload": encode_base64(packet_b)})
 
     batch = _Batcher(run, batch_size(client.config))
-    for record in inputs:
-        tally.total += 1
+    for record in batch.records(inputs, tally):
         try:
             vector = _client_vector(record, n, prec)
         except PacketError as exc:
             tally.reject(_record_id(record), exc.reason, exc.detail)
             continue
         batch.add(vector)
-    batch.flush()
 
 
 def _client_vector(record: Record | BadRecord, n: int, prec: int | None) -> list[int]:

@@ -78,9 +78,6 @@ class Location:
     def join(self, *names: str) -> "Location":
         raise NotImplementedError
 
-    def parent(self) -> "Location":
-        raise NotImplementedError
-
     def is_file(self) -> bool:
         raise NotImplementedError
 
@@ -129,9 +126,6 @@ class LocalLocation(Location):
 
     def join(self, *names: str) -> "LocalLocation":
         return LocalLocation(self.path.joinpath(*names))
-
-    def parent(self) -> "LocalLocation":
-        return LocalLocation(self.path.parent)
 
     def is_file(self) -> bool:
         return self.path.is_file()
@@ -251,9 +245,6 @@ class GcsLocation(Location):
     def join(self, *names: str) -> "GcsLocation":
         key = "/".join([self.key, *names]) if self.key else "/".join(names)
         return GcsLocation(self.bucket_name, key)
-
-    def parent(self) -> "GcsLocation":
-        return GcsLocation(self.bucket_name, self.key.rsplit("/", 1)[0] if "/" in self.key else "")
 
     def is_file(self) -> bool:
         if not self.key:
