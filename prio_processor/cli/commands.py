@@ -1,13 +1,9 @@
-"""`prio`: the stages of one Prio server, as a thin shell over prio_processor.pipeline.
+"""`prio`'s commands: a thin shell over prio_processor.pipeline.runner.
 
-Each stage reads a file or a folder of part files (local or gs://, JSON lines
-or Parquet) and writes into --output. verify1 writes one file per input part,
-named like it; verify2 does the same for the parts of --input when
---input-internal is a folder, and otherwise writes one file named like
---input-internal. aggregate and publish write one file, named like
---input-internal (or aggregate.ndjson / publish.ndjson for folders). Every
-stage lists its rejected records as {id, reason, detail} in
-_rejects.<stage>.ndjson beside its output and prints one summary line.
+stdout carries exactly the original's lines: `Running <stage>` and, for verify1,
+verify2 and aggregate, `N errors out of M total`; encode-shares prints nothing
+and publish only `Running publish`. Everything else (reasons, warnings, the
+publish summary) goes to stderr, each line naming the server and batch.
 """
 
 from __future__ import annotations
@@ -17,7 +13,8 @@ import contextlib
 import json
 import os
 import sys
-from typing import Any, Iterable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import click
 
@@ -25,82 +22,120 @@ from ..engine import keys
 from ..engine.client import Client
 from ..engine.prg import SEED_BYTES, PrgKeying
 from ..engine.server import Schedule, Server
-from ..pipeline import stages
+from ..pipeline import runner
+from ..pipeline.errors import InputError, PublishError, SettingsMismatch
 from ..pipeline.tally import Tally
-from ..storage import Location, RecordWriter, StorageError, location, read_all
+from ..storage import StorageError, location
 from . import options
-from .options import ConfigError
+from .base import ConfigError
+from .main import entry_point
+from .options import ServerOptions
+
+# Rejected shares above this share of a batch point at settings rather than at clients.
+_SUSPICIOUS_SHARE = 0.5
+# What a mostly rejected batch most likely means, by its most common reason.
+_LIKELY_CAUSES = {
+    "decrypt_failed": "the shares were encrypted to another key: check --private-key-hex and --server-id",
+    "wrong_batch_id": "the clients used another batch id: check --batch-id",
+    "wrong_server": "these are the other server's shares: check --server-id and the input",
+    "wrong_length": "the clients used another vector length: check --n-data",
+    "missing_peer_packet": "the partner's files are of another batch or incomplete",
+    "missing_own_packet": "--input-internal is of another batch or incomplete",
+}
+_SETTINGS_CAUSE = (
+    "--evaluation-point, --prg-keying, the keys or the shared secret likely differ from the partner's"
+)
+
+
+def _warn(label: str, message: str) -> None:
+    click.echo(f"{label}: {message}", err=True)
+
+
+def _no_length() -> Iterator[None]:
+    """An iterable without a length, so click's progress bar counts instead of measuring."""
+    yield from ()
 
 
 class _Progress:
-    """A record counter on stderr when it is a terminal; silent in pipes and CI."""
+    """A record counter on stderr, only on a terminal (and not in CI)."""
 
-    def __init__(self, label: str) -> None:
-        self.label = label
-        self.enabled = sys.stderr.isatty() and not os.environ.get("CI")
-        self.count = 0
+    def __init__(self, stage: str, label: str) -> None:
+        self._bar: Any = None
+        if sys.stderr.isatty() and not os.environ.get("CI"):
+            self._bar = click.progressbar(
+                _no_length(),  # a counter, not a bar
+                length=None,
+                label=f"{stage} ({label})",
+                file=sys.stderr,
+                show_pos=True,
+                update_min_steps=256,
+            )
 
-    def wrap(self, records: Iterable[Any]) -> Iterator[Any]:
-        for record in records:
-            self.count += record is not stages.END_OF_PART
-            if self.enabled and self.count % 256 == 0:
-                click.echo(f"\r{self.label}: {self.count:,} records", nl=False, err=True)
-            yield record
-        if self.enabled and self.count >= 256:
-            click.echo(f"\r{self.label}: {self.count:,} records", err=True)
+    def __enter__(self) -> Callable[[int], None]:
+        if self._bar is None:
+            return lambda count: None
+        self._bar.__enter__()
+        return self._bar.update
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(*exc)
 
 
 @contextlib.contextmanager
-def _storage_errors() -> Iterator[None]:
+def _stage_errors(label: str) -> Iterator[None]:
+    """Errors of a running stage as one line naming the server and batch, exit status 2."""
     try:
         yield
-    except StorageError as exc:
-        raise ConfigError(str(exc)) from None
+    except (StorageError, InputError, SettingsMismatch) as exc:
+        raise ConfigError(f"{label}: {exc}") from None
 
 
-def _output_folder(path: str) -> Location:
-    loc = location(path)
-    if loc.is_file():
-        raise ConfigError(f"--output {loc} is a file, expected a folder")
-    return loc
+def _report(stage: str, label: str, tally: Tally) -> None:
+    """The original's count line on stdout; reasons and hints on stderr."""
+    click.echo(tally.summary())
+    breakdown = tally.breakdown()
+    if breakdown:
+        _warn(label, f"{stage} rejected {breakdown}")
+    if tally.total and tally.errors > _SUSPICIOUS_SHARE * tally.total:
+        top = tally.reasons.most_common(1)[0][0]
+        cause = _LIKELY_CAUSES.get(top, _SETTINGS_CAUSE)
+        _warn(
+            label,
+            f"more than half of the batch failed {stage} ({tally.errors} of {tally.total}, mostly {top}): "
+            f"{cause}",
+        )
 
 
-def _config(params: dict):
-    """The batch configuration; the internal key is this server's, so B's swaps them."""
-    pair = (params["public_key_hex_internal"], params["public_key_hex_external"])
-    names = ("--public-key-hex-internal", "--public-key-hex-external")
-    if params["server_id"] == "B":
-        pair, names = pair[::-1], names[::-1]
-    return options.make_config(params["n_data"], params["batch_id"], pair[0], pair[1], names)
+def _server(params: dict[str, Any], opts: ServerOptions) -> Server:
+    key = options.one_secret(
+        params["private_key_hex"], params["private_key_file"], ("--private-key-hex", "--private-key-file")
+    )
+    seed = options.one_secret(
+        params["shared_secret"], params["shared_secret_file"], ("--shared-secret", "--shared-secret-file")
+    )
+    if seed.given_bytes > SEED_BYTES:
+        _warn(
+            opts.label,
+            f"the shared secret has {seed.given_bytes} bytes; using its first {SEED_BYTES}, as libprio does",
+        )
+    if keys.public_key_bytes(key.public_key()) != keys.public_key_bytes(opts.public_key_internal):
+        _warn(opts.label, "the private key does not match --public-key-hex-internal; using the private key")
+    return Server(opts.config, opts.server_id, key, seed.seed, opts.prg_keying)
 
 
-def _server(params: dict) -> Server:
-    key = options.private_key(params["private_key_hex"], params["private_key_file"])
-    seed = options.shared_secret(params["shared_secret"], params["shared_secret_file"])
-    config = _config(params)
-    if keys.public_key_to_hex(key.public_key()) != params["public_key_hex_internal"].strip().upper():
-        raise ConfigError("the private key does not match --public-key-hex-internal")
-    return Server(config, params["server_id"], key, seed, PrgKeying(params["prg_keying"]))
-
-
-def _named(folder: Location, source: Location, fallback: str) -> Location:
-    return folder.join(source.name if source.is_file() else fallback)
-
-
-def _rejects(folder: Location, stage: str) -> Location:
-    return folder.join(f"_rejects.{stage}.ndjson")
-
-
-def _indexes(params: dict, tally: Tally) -> tuple[Location, stages.Index, stages.Index]:
-    """--input-internal's location, and both verification packet files indexed by id."""
-    internal, internal_parts = options.input_parts(params["input_internal"], "--input-internal")
-    _, external_parts = options.input_parts(params["input_external"], "--input-external")
-    return internal, stages.load_index(read_all(internal_parts), tally), stages.load_index(read_all(external_parts), tally)
-
-
-@click.group()
-def entry_point() -> None:
-    """Prio servers' batch stages: verify client shares, aggregate, publish."""
+def _server_command(func: Callable) -> Callable:
+    for decorator in reversed(
+        [
+            options.data_config,
+            options.server_id_option,
+            options.private_key_options,
+            options.shared_secret_options,
+            options.public_key,
+        ]
+    ):
+        func = decorator(func)
+    return func
 
 
 @entry_point.command("shared-seed")
@@ -113,56 +148,75 @@ def shared_seed() -> None:
 def keygen() -> None:
     """Generate a curve25519 key pair as json."""
     private, public = keys.generate_keypair()
-    click.echo(json.dumps({"private_key": keys.private_key_to_hex(private), "public_key": keys.public_key_to_hex(public)}))
+    click.echo(
+        json.dumps(
+            {"private_key": keys.private_key_to_hex(private), "public_key": keys.public_key_to_hex(public)}
+        )
+    )
 
 
 @entry_point.command("encode-shares")
 @options.data_config
 @options.public_key
-@options.input_1
+@options.client_input
 @options.output_2
 @options.prg_keying
-@click.option("--prec", type=click.IntRange(1, 64), default=None,
-              help="Encode unsigned integers of this many bits (most significant first) instead of bits; "
-                   "--n-data is then the number of integers times --prec.")
-def encode_shares(n_data, batch_id, public_key_hex_internal, public_key_hex_external, input_, output_a, output_b,
-                  prg_keying, prec) -> None:
-    """Encode client data into shares for servers A and B.
+@options.prec_option
+@options.rejects_option
+def encode_shares(**params: Any) -> None:
+    """Encode plaintext client data into encrypted shares for servers A and B.
 
     Input lines are {"payload": [bits]} (or [integers] with --prec); each output
-    line is {"id", "payload": base64 packet}, the same id for A and B.
+    line is {"id", "payload": base64 packet}, the same id for A and B, in a file
+    named like the input part. Prints nothing on stdout, as the original.
     """
-    config = options.make_config(n_data, batch_id, public_key_hex_internal, public_key_hex_external,
-                                 ("--public-key-hex-internal", "--public-key-hex-external"))
-    client = Client(config, PrgKeying(prg_keying))
-    with _storage_errors():
-        source, parts = options.input_parts(input_, "--input")
-        folder_a, folder_b = _output_folder(output_a), _output_folder(output_b)
-        progress = _Progress("encode-shares")
-        with Tally("encode-shares", _rejects(folder_a, "encode-shares")) as tally:
-            for part in parts:
-                with RecordWriter(folder_a.join(part.name)) as out_a, RecordWriter(folder_b.join(part.name)) as out_b:
-                    stages.encode_shares(client, progress.wrap(read_all([part])), out_a.write, out_b.write, tally, prec)
-    click.echo(tally.summary())
+    config = options.make_config(
+        params["n_data"],
+        params["batch_id"],
+        params["public_key_hex_internal"],
+        params["public_key_hex_external"],
+        ("", ""),
+    )
+    label = f"batch {params['batch_id'].decode('utf-8', 'replace')}"
+    client = Client(config, PrgKeying(params["prg_keying"]))
+    with _stage_errors(label), _Progress("encode-shares", label) as progress:
+        tally, _ = runner.run_stage(
+            "encode-shares",
+            client,
+            runner.Inputs(shares=location(params["input_"])),
+            location(params["output_a"]),
+            options.optional_location(params["rejects"]),
+            output_b=location(params["output_b"]),
+            prec=params["prec"],
+            progress=progress,
+        )
+    _warn(
+        label, f"encode-shares: {tally.summary()}" + (f" ({tally.breakdown()})" if tally.breakdown() else "")
+    )
 
 
-@contextlib.contextmanager
-def _server_stage(stage: str, params: dict) -> Iterator[tuple[Server, list[Location], Location, Tally]]:
-    """(server, input parts, output folder, tally) of a server stage; storage errors exit 2."""
+def _run_server_stage(stage: str, params: dict[str, Any], inputs: runner.Inputs) -> None:
     click.echo(f"Running {stage}")
-    server = _server(params)
-    with _storage_errors():
-        _, parts = options.input_parts(params["input_"], "--input")
-        folder = _output_folder(params["output"])
-        with Tally(stage, _rejects(folder, stage)) as tally:
-            yield server, parts, folder, tally
+    opts = ServerOptions.from_params(params)
+    server = _server(params, opts)
+    schedule = Schedule(params.get("evaluation_point") or Schedule.SEQUENTIAL)
+    with _stage_errors(opts.label), _Progress(stage, opts.label) as progress:
+        tally, _ = runner.run_stage(
+            stage,
+            server,
+            inputs,
+            location(params["output"]),
+            options.optional_location(params["rejects"]),
+            schedule=schedule,
+            progress=progress,
+        )
+    _report(stage, opts.label, tally)
 
 
-def _server_command(func):
-    for decorator in reversed([options.data_config, options.server_id_option, options.private_key_options,
-                               options.shared_secret_options, options.public_key]):
-        func = decorator(func)
-    return func
+def _joined_inputs(params: dict[str, Any]) -> runner.Inputs:
+    return runner.Inputs(
+        location(params["input_"]), location(params["input_internal"]), location(params["input_external"])
+    )
 
 
 @entry_point.command()
@@ -171,55 +225,14 @@ def _server_command(func):
 @options.output_1
 @options.prg_keying
 @options.evaluation_point
-def verify1(**params) -> None:
+@options.rejects_option
+def verify1(**params: Any) -> None:
     """Decode a batch of shares
 
-    Decrypts and checks each client share of --input and writes this server's
-    verify1 packet for it, {"id", "payload"}, into --output.
+    Decrypts and checks each client share of --input and writes its record,
+    with this server's verify1 packet as payload, into --output.
     """
-    with _server_stage("verify1", params) as (server, parts, folder, tally):
-        # One point stream for the whole command, across parts, as the original's one server.
-        with _PartOutputs(folder, [part.name for part in parts]) as outputs:
-            stages.verify1(server, Schedule(params["evaluation_point"]), _Progress("verify1").wrap(outputs.stream(parts)),
-                           outputs.sink, tally)
-    click.echo(tally.summary())
-
-
-class _PartOutputs:
-    """Output files named after input parts, one open at a time.
-
-    The stream marks the end of each part so the stage writes out its pending
-    batch; records then always belong to the file that is open.
-    """
-
-    def __init__(self, folder: Location, names: list[str]) -> None:
-        self._folder = folder
-        self._names = names
-        self._writer: RecordWriter | None = None
-        self._name: str | None = None
-
-    def stream(self, parts: list[Location]) -> Iterator[Any]:
-        for part, name in zip(parts, self._names):
-            if name != self._name:
-                self._close(None)
-                self._writer = RecordWriter(self._folder.join(name)).__enter__()
-                self._name = name
-            yield from read_all([part])
-            yield stages.END_OF_PART
-
-    def sink(self, record: dict) -> None:
-        self._writer.write(record)
-
-    def _close(self, exc: BaseException | None) -> None:
-        if self._writer is not None:
-            writer, self._writer = self._writer, None
-            writer.__exit__(type(exc) if exc else None, exc, None)
-
-    def __enter__(self) -> "_PartOutputs":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        self._close(exc)
+    _run_server_stage("verify1", params, runner.Inputs(shares=location(params["input_"])))
 
 
 @entry_point.command()
@@ -229,19 +242,14 @@ class _PartOutputs:
 @options.output_1
 @options.prg_keying
 @options.evaluation_point
-def verify2(**params) -> None:
+@options.rejects_option
+def verify2(**params: Any) -> None:
     """Verify a batch of SNIPs
 
     Joins the shares of --input with both servers' verify1 packets by id and
-    writes this server's verify2 packet for each, {"id", "payload"}.
+    writes each share's record, with this server's verify2 packet as payload.
     """
-    with _server_stage("verify2", params) as (server, parts, folder, tally):
-        internal_loc, internal, external = _indexes(params, tally)
-        names = [internal_loc.name] * len(parts) if internal_loc.is_file() else [part.name for part in parts]
-        with _PartOutputs(folder, names) as outputs:
-            stages.verify2(server, Schedule(params["evaluation_point"]),
-                           _Progress("verify2").wrap(outputs.stream(parts)), internal, external, outputs.sink, tally)
-    click.echo(tally.summary())
+    _run_server_stage("verify2", params, _joined_inputs(params))
 
 
 @entry_point.command()
@@ -250,48 +258,66 @@ def verify2(**params) -> None:
 @options.input_2
 @options.output_1
 @options.prg_keying
-def aggregate(**params) -> None:
+@options.rejects_option
+def aggregate(**params: Any) -> None:
     """Generate an aggregate share from a batch of verified SNIPs
 
     Adds up the data shares of every client whose proof both servers' verify2
     packets accept; writes {"payload", "error", "total", ...} into --output.
     """
-    with _server_stage("aggregate", params) as (server, parts, folder, tally):
-        internal_loc, internal, external = _indexes(params, tally)
-        total = stages.aggregate(server, _Progress("aggregate").wrap(read_all(parts)), internal, external, tally)
-        click.echo(tally.summary())
-        with RecordWriter(_named(folder, internal_loc, "aggregate.ndjson")) as out:
-            out.write(stages.aggregate_record(server, total, tally))
+    _run_server_stage("aggregate", params, _joined_inputs(params))
 
 
 @entry_point.command()
 @options.data_config
 @options.server_id_option
+@options.private_key_options
+@options.shared_secret_options
 @options.public_key
 @options.input_2
 @options.output_1
-@click.option("--min-batch-size", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Refuse to publish totals of fewer valid clients than this (a privacy floor; 0 turns it off).")
-@click.option("--prec", type=click.IntRange(1, 64), default=None,
-              help="The batch holds unsigned integers of this many bits: publish integer totals, not bit counts.")
-def publish(**params) -> None:
+@options.rejects_option
+@click.option(
+    "--min-batch-size",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Refuse to publish totals of fewer valid clients than this (a privacy floor; 0 turns it off).",
+)
+@click.option(
+    "--prec",
+    type=click.IntRange(1, 64),
+    default=None,
+    help="The batch holds unsigned integers of this many bits: publish integer totals, not bit counts.",
+)
+def publish(**params: Any) -> None:
     """Generate a final aggregate from both servers' aggregate shares
 
     Combines this server's aggregate (--input-internal) with the partner's
     (--input-external) into per-index counts; writes {"id", "timestamp",
-    "payload", "error", "total"} into --output.
+    "payload", "error", "total"} into --output. The private key and shared
+    secret are accepted, as by the original, but not needed.
     """
     click.echo("Running publish")
-    config = _config(params)
-    with _storage_errors():
-        internal_loc, internal_parts = options.input_parts(params["input_internal"], "--input-internal")
-        _, external_parts = options.input_parts(params["input_external"], "--input-external")
-        folder = _output_folder(params["output"])
+    opts = ServerOptions.from_params(params)
+    with _stage_errors(opts.label):
         try:
-            record = stages.publish(config, "AB".index(params["server_id"]), read_all(internal_parts),
-                                    read_all(external_parts), params["min_batch_size"], params["prec"])
-        except stages.PublishError as exc:
-            raise click.ClickException(f"refusing to publish: {exc}") from None
-        with RecordWriter(_named(folder, internal_loc, "publish.ndjson")) as out:
-            out.write(record)
-    click.echo(f"{record['error']} errors out of {record['total']} total")
+            _, record = runner.run_stage(
+                "publish",
+                (opts.config, opts.server_id),
+                runner.Inputs(
+                    internal=location(params["input_internal"]), external=location(params["input_external"])
+                ),
+                location(params["output"]),
+                options.optional_location(params["rejects"]),
+                min_batch_size=params["min_batch_size"],
+                prec=params["prec"],
+            )
+        except PublishError as exc:
+            raise click.ClickException(f"{opts.label}: refusing to publish: {exc}") from None
+    assert record is not None
+    _warn(
+        opts.label,
+        f"published {record['total'] - record['error']} valid clients "
+        f"({record['error']} errors out of {record['total']} total)",
+    )

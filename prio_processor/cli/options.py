@@ -1,29 +1,34 @@
-"""Options of the `prio` command line, declared once and shared between commands.
+"""Options of the `prio` command line: declared once, validated once, by click parameter types.
 
 Names, environment variables and help follow the original prio-processor.
 Secrets may also come from files (--private-key-file, --shared-secret-file)
-so that they never need to appear in a process listing.
+so that they never need to appear in a process listing; they are read with a
+size limit and never appear in messages. Surrounding white space of keys and
+secrets is ignored (`$(cat file)` keeps a trailing newline).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-from typing import Callable
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import click
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 from ..engine import keys
 from ..engine.config import MAX_N_DATA, Config
 from ..engine.prg import SEED_BYTES, PrgKeying
 from ..engine.server import Schedule
-from ..storage import Location, StorageError, location
+from ..storage import Location, location
+from .base import ConfigError
 
+__all__ = ["ConfigError"]
 
-class ConfigError(click.ClickException):
-    """A configuration problem: one line on stderr, exit status 2."""
-
-    exit_code = 2
+#: Secret files hold a line of hex or base64; anything longer is not one.
+MAX_SECRET_FILE_BYTES = 4096
 
 
 def _apply(*decorators: Callable) -> Callable:
@@ -35,37 +40,197 @@ def _apply(*decorators: Callable) -> Callable:
     return wrap
 
 
+def _option_name(param: click.Parameter | None, fallback: str) -> str:
+    return param.opts[0] if param is not None and param.opts else fallback
+
+
+class NDataType(click.ParamType):
+    name = "integer"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            number = value
+        else:
+            try:
+                number = int(str(value).strip())
+            except ValueError:
+                raise ConfigError(f"{_option_name(param, '--n-data')} must be an integer") from None
+        if not 1 <= number <= MAX_N_DATA:
+            raise ConfigError(
+                f"{_option_name(param, '--n-data')} must be between 1 and {MAX_N_DATA}, got {number}"
+            )
+        return number
+
+
+class BatchIdType(click.ParamType):
+    """The batch id as the bytes libprio binds into every packet (UTF-8, as the original encoded it)."""
+
+    name = "text"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> bytes:
+        if isinstance(value, bytes):
+            return value
+        try:
+            return str(value).encode("utf-8")
+        except UnicodeEncodeError:
+            raise ConfigError(f"{_option_name(param, '--batch-id')} is not valid UTF-8 text") from None
+
+
+class PublicKeyType(click.ParamType):
+    """64 hex digits of a Curve25519 public key that can be encrypted to."""
+
+    name = "hex"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> X25519PublicKey:
+        return public_key_from_hex(value, _option_name(param, "public key"))
+
+
+@dataclass(frozen=True)
+class SharedSeed:
+    """The shared secret; `given_bytes` says how long it was before libprio's 16-byte cut."""
+
+    seed: bytes
+    given_bytes: int
+
+
+def parse_shared_secret(text: str) -> SharedSeed:
+    try:
+        raw = base64.b64decode(text.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise ConfigError("bad shared secret: not valid base64") from None
+    if len(raw) < SEED_BYTES:
+        raise ConfigError(f"bad shared secret: it must decode to {SEED_BYTES} bytes, not {len(raw)}")
+    # libprio uses the first 16 bytes of a longer seed; so do we (with a warning).
+    return SharedSeed(raw[:SEED_BYTES], len(raw))
+
+
+def parse_private_key(text: str) -> X25519PrivateKey:
+    try:
+        return keys.private_key_from_hex(text)
+    except keys.KeyFormatError as exc:
+        raise ConfigError(f"bad private key: {exc}") from None
+
+
+class SecretType(click.ParamType):
+    """A secret given inline; the value is never shown in messages."""
+
+    name = "secret"
+
+    def __init__(self, parse: Callable[[str], Any]) -> None:
+        self._parse = parse
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        return value if not isinstance(value, str) else self._parse(value)
+
+
+class SecretFileType(click.ParamType):
+    """A file holding a secret, read with a size limit (so /dev/zero cannot hang us)."""
+
+    name = "file"
+
+    def __init__(self, parse: Callable[[str], Any], what: str) -> None:
+        self._parse = parse
+        self._what = what
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if not isinstance(value, str):
+            return value
+        return self._parse(read_secret_file(value, self._what))
+
+
+def read_secret_file(path: str, what: str) -> str:
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_SECRET_FILE_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"cannot read the {what} file {path}: {exc.strerror}") from None
+    if len(data) > MAX_SECRET_FILE_BYTES:
+        raise ConfigError(f"the {what} file {path} is larger than {MAX_SECRET_FILE_BYTES} bytes")
+    try:
+        return data.decode("ascii").strip()
+    except UnicodeDecodeError:
+        raise ConfigError(f"the {what} file {path} is not ASCII text") from None
+
+
+def public_key_from_hex(text: str | X25519PublicKey, option: str) -> X25519PublicKey:
+    """A public key from hex (an already parsed key passes through)."""
+    if isinstance(text, X25519PublicKey):
+        return text
+    try:
+        key = keys.public_key_from_hex(text)
+    except keys.KeyFormatError as exc:
+        raise ConfigError(f"bad {option}: {exc}") from None
+    try:  # a low-order point (all zeros, say) gives no shared secret: nothing can be encrypted to it
+        X25519PrivateKey.generate().exchange(key)
+    except ValueError:
+        raise ConfigError(f"bad {option}: not a usable Curve25519 public key") from None
+    return key
+
+
+N_DATA = NDataType()
+BATCH_ID = BatchIdType()
+PUBLIC_KEY = PublicKeyType()
+
 data_config = _apply(
-    click.option("--n-data", envvar="N_DATA", type=int, required=True, help="The size of the input bit-vector."),
     click.option(
-        "--batch-id", envvar="BATCH_ID", required=True, help="A shared batch identifier used as a validity check."
+        "--n-data",
+        envvar="N_DATA",
+        type=N_DATA,
+        required=True,
+        show_envvar=True,
+        help="The size of the input bit-vector.",
+    ),
+    click.option(
+        "--batch-id",
+        envvar="BATCH_ID",
+        type=BATCH_ID,
+        required=True,
+        show_envvar=True,
+        help="A shared batch identifier used as a validity check.",
     ),
 )
 
 server_id_option = click.option(
-    "--server-id", envvar="SERVER_ID", type=click.Choice(["A", "B"]), required=True, help="The identifier for match."
+    "--server-id",
+    envvar="SERVER_ID",
+    type=click.Choice(["A", "B"]),
+    required=True,
+    show_envvar=True,
+    help="The identifier for match.",
 )
 
 private_key_options = _apply(
     click.option(
         "--private-key-hex",
         envvar="PRIVATE_KEY_HEX",
+        type=SecretType(parse_private_key),
+        show_envvar=True,
         help="The private key of the processing server as a hex string.",
     ),
     click.option(
         "--private-key-file",
         envvar="PRIVATE_KEY_FILE",
-        type=click.Path(dir_okay=False),
+        type=SecretFileType(parse_private_key, "private key"),
+        show_envvar=True,
         help="A file holding the private key as a hex string (instead of --private-key-hex).",
     ),
 )
 
 shared_secret_options = _apply(
-    click.option("--shared-secret", envvar="SHARED_SECRET", help="The shared server secret encoded in base64."),
+    click.option(
+        "--shared-secret",
+        envvar="SHARED_SECRET",
+        type=SecretType(parse_shared_secret),
+        show_envvar=True,
+        help="The shared server secret encoded in base64.",
+    ),
     click.option(
         "--shared-secret-file",
         envvar="SHARED_SECRET_FILE",
-        type=click.Path(dir_okay=False),
+        type=SecretFileType(parse_shared_secret, "shared secret"),
+        show_envvar=True,
         help="A file holding the shared secret in base64 (instead of --shared-secret).",
     ),
 )
@@ -74,23 +239,40 @@ public_key = _apply(
     click.option(
         "--public-key-hex-internal",
         envvar="PUBLIC_KEY_HEX_INTERNAL",
+        type=PUBLIC_KEY,
         required=True,
+        show_envvar=True,
         help="The public key of the processing server as a hex string.",
     ),
     click.option(
         "--public-key-hex-external",
         envvar="PUBLIC_KEY_HEX_EXTERNAL",
+        type=PUBLIC_KEY,
         required=True,
+        show_envvar=True,
         help="The public key of the co-processing server as a hex string.",
     ),
 )
+
+LOCATION_HELP = "local path or gs://bucket/prefix"
 
 input_1 = click.option(
     "--input",
     "input_",
     envvar="INPUT",
     required=True,
-    help="File containing shares from clients (or a folder of part files; local or gs://).",
+    show_envvar=True,
+    help=f"File containing shares from clients, or a folder of part files ({LOCATION_HELP}).",
+)
+
+client_input = click.option(
+    "--input",
+    "input_",
+    envvar="INPUT",
+    required=True,
+    show_envvar=True,
+    help='File of plaintext client data, one {"payload": [0, 1, ...]} per line, or a folder of part '
+    f"files ({LOCATION_HELP}). Not shares: encode-shares makes the shares.",
 )
 
 input_2 = _apply(
@@ -98,23 +280,53 @@ input_2 = _apply(
         "--input-internal",
         envvar="INPUT_INTERNAL",
         required=True,
-        help="File containing data generated by the processing server (or a folder of part files).",
+        show_envvar=True,
+        help=f"File containing data generated by the processing server, or a folder ({LOCATION_HELP}).",
     ),
     click.option(
         "--input-external",
         envvar="INPUT_EXTERNAL",
         required=True,
-        help="File containing data generated by the co-processing server (or a folder of part files).",
+        show_envvar=True,
+        help=f"File containing data generated by the co-processing server, or a folder ({LOCATION_HELP}).",
     ),
 )
 
 output_1 = click.option(
-    "--output", envvar="OUTPUT", required=True, help="The path to the output directory (local or gs://)."
+    "--output",
+    envvar="OUTPUT",
+    required=True,
+    show_envvar=True,
+    help=f"The path to the output directory ({LOCATION_HELP}).",
 )
 
 output_2 = _apply(
-    click.option("--output-A", "output_a", envvar="OUTPUT_A", required=True, help="The path to the input directory of server A."),
-    click.option("--output-B", "output_b", envvar="OUTPUT_B", required=True, help="The path to the input directory of server B."),
+    click.option(
+        "--output-A",
+        "output_a",
+        envvar="OUTPUT_A",
+        required=True,
+        show_envvar=True,
+        help="The path to the input directory of server A.",
+    ),
+    click.option(
+        "--output-B",
+        "output_b",
+        envvar="OUTPUT_B",
+        required=True,
+        show_envvar=True,
+        help="The path to the input directory of server B.",
+    ),
+)
+
+rejects_option = click.option(
+    "--rejects",
+    envvar="REJECTS",
+    default=None,
+    show_envvar=True,
+    help="Where to list rejected records as {id, reason, detail} lines (local or gs://): a file if the "
+    "name ends in .ndjson or .json, else a folder that gets rejects-<stage>-<server>.ndjson "
+    "(rejects-encode-shares.ndjson). Without it rejects are only counted. Never inside an output folder.",
 )
 
 prg_keying = click.option(
@@ -123,6 +335,7 @@ prg_keying = click.option(
     type=click.Choice([k.value for k in PrgKeying]),
     default=PrgKeying.HASHED.value,
     show_default=True,
+    show_envvar=True,
     help=(
         "How seeds key the PRG; both servers and the clients must agree. 'hashed' "
         "(SHA-256 of seed and batch id) is libprio after July 2020 and the PyPI prio 1.1 "
@@ -136,6 +349,7 @@ evaluation_point = click.option(
     type=click.Choice([s.value for s in Schedule]),
     default=Schedule.SEQUENTIAL.value,
     show_default=True,
+    show_envvar=True,
     help=(
         "Which random point verifies each packet; both servers must agree. 'sequential' "
         "is the original command line: each packet that opens draws the next point, so a "
@@ -144,60 +358,75 @@ evaluation_point = click.option(
     ),
 )
 
-
-def read_secret_file(path: str, what: str) -> str:
-    try:
-        with open(path, encoding="ascii") as f:
-            return f.read().strip()
-    except (OSError, UnicodeDecodeError):
-        raise ConfigError(f"cannot read the {what} file {path}") from None
-
-
-def private_key(hex_value: str | None, path: str | None):
-    if (hex_value is None) == (path is None):
-        raise ConfigError("give the private key with exactly one of --private-key-hex or --private-key-file")
-    text = hex_value if path is None else read_secret_file(path, "private key")
-    try:
-        return keys.private_key_from_hex(text)
-    except keys.KeyFormatError as exc:
-        raise ConfigError(f"bad private key: {exc}") from None
+prec_option = click.option(
+    "--prec",
+    type=click.IntRange(1, 64),
+    default=None,
+    help="Unsigned integers of this many bits (most significant first) instead of bits; "
+    "--n-data is then the number of integers times --prec.",
+)
 
 
-def shared_secret(value: str | None, path: str | None) -> bytes:
-    if (value is None) == (path is None):
-        raise ConfigError("give the shared secret with exactly one of --shared-secret or --shared-secret-file")
-    text = value if path is None else read_secret_file(path, "shared secret")
-    try:
-        seed = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        raise ConfigError("bad shared secret: not valid base64") from None
-    if len(seed) != SEED_BYTES:
-        raise ConfigError(f"bad shared secret: it must decode to {SEED_BYTES} bytes, not {len(seed)}")
-    return seed
+def one_secret(inline: Any, from_file: Any, names: tuple[str, str]) -> Any:
+    """The secret given by exactly one of an option and its file variant."""
+    if (inline is None) == (from_file is None):
+        raise ConfigError(
+            f"give the {names[0][2:].replace('-hex', '').replace('-', ' ')} with exactly one of "
+            f"{names[0]} or {names[1]}"
+        )
+    return inline if from_file is None else from_file
 
 
-def public_key_from_hex(text: str, option: str):
-    try:
-        return keys.public_key_from_hex(text)
-    except keys.KeyFormatError as exc:
-        raise ConfigError(f"bad {option}: {exc}") from None
+@dataclass(frozen=True)
+class ServerOptions:
+    """A server's settings as typed values."""
+
+    n_data: int
+    batch_id: bytes
+    server_id: str
+    public_key_internal: X25519PublicKey
+    public_key_external: X25519PublicKey
+    prg_keying: PrgKeying
+
+    @property
+    def config(self) -> Config:
+        """The batch configuration; the internal key is this server's, so B's are swapped."""
+        pair = (self.public_key_internal, self.public_key_external)
+        key_a, key_b = pair if self.server_id == "A" else pair[::-1]
+        return Config(self.n_data, key_a, key_b, self.batch_id)
+
+    @property
+    def label(self) -> str:
+        """How stderr lines name this server and batch."""
+        return f"server {self.server_id}, batch {self.batch_id.decode('utf-8', 'replace')}"
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> ServerOptions:
+        return cls(
+            params["n_data"],
+            params["batch_id"],
+            params["server_id"],
+            params["public_key_hex_internal"],
+            params["public_key_hex_external"],
+            PrgKeying(params.get("prg_keying") or PrgKeying.HASHED),
+        )
 
 
-def make_config(n_data: int, batch_id: str, key_a_hex: str, key_b_hex: str, names: tuple[str, str]) -> Config:
-    if not 1 <= n_data <= MAX_N_DATA:
-        raise ConfigError(f"--n-data must be between 1 and {MAX_N_DATA}, got {n_data}")
-    key_a = public_key_from_hex(key_a_hex, names[0])
-    key_b = public_key_from_hex(key_b_hex, names[1])
-    return Config(n_data, key_a, key_b, batch_id.encode("utf-8"))
+def optional_location(path: str | None) -> Location | None:
+    return None if path is None else location(path)
 
 
-def input_parts(path: str, option: str) -> tuple[Location, list[Location]]:
-    """The location and its data files; a missing or unreadable input is a configuration error."""
-    loc = location(path)
-    try:
-        parts = loc.parts()
-    except StorageError as exc:
-        raise ConfigError(f"{option}: {exc}") from None
-    if not parts:
-        raise ConfigError(f"{option}: {loc} holds no data files (part-*, *.json, *.ndjson, *.parquet)")
-    return loc, parts
+def make_config(
+    n_data: int,
+    batch_id: bytes | str,
+    key_a: X25519PublicKey | str,
+    key_b: X25519PublicKey | str,
+    names: tuple[str, str],
+) -> Config:
+    """A Config from possibly unparsed values (for callers outside click)."""
+    return Config(
+        N_DATA.convert(n_data, None, None),
+        public_key_from_hex(key_a, names[0]),
+        public_key_from_hex(key_b, names[1]),
+        BATCH_ID.convert(batch_id, None, None),
+    )

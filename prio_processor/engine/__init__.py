@@ -19,6 +19,7 @@ from .keys import (
     public_key_to_hex,
 )
 from .prg import PrgKeying
+from .codec import Verify2
 from .server import Schedule, Server, TotalShare, Verify1, final_totals, is_valid, server_index, uint_totals
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "Server",
     "TotalShare",
     "Verify1",
+    "Verify2",
     "bits_from_uints",
     "final_totals",
     "generate_keypair",

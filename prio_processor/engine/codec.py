@@ -300,6 +300,35 @@ def read_verify2(data: bytes) -> int:
     return _Reader(data).element()
 
 
+@dataclass(frozen=True)
+class Verify1:
+    """A server's verify1 message: its shares of d = f(r) - a and e = g(r) - b."""
+
+    d: int
+    e: int
+
+    def to_bytes(self) -> bytes:
+        return pack_verify1(self.d, self.e)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "Verify1":
+        return cls(*read_verify1(data))
+
+
+@dataclass(frozen=True)
+class Verify2:
+    """A server's verify2 message: its share of the proof output, zero when summed if valid."""
+
+    out: int
+
+    def to_bytes(self) -> bytes:
+        return pack_verify2(self.out)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "Verify2":
+        return cls(read_verify2(data))
+
+
 def read_total_share(data: bytes, n_data: int) -> tuple[int, np.ndarray]:
     """(server index, (n_data, 11) rows) of a total share."""
     reader = _Reader(data)

@@ -1,26 +1,20 @@
-"""The one exception type for unusable packets, with a machine-readable reason."""
+"""The engine's exception type for unusable packets, with a machine-readable reason."""
 
 from __future__ import annotations
 
 import enum
 
 
-class Reason(str, enum.Enum):
-    """Why a record was rejected. The values appear in rejects files and summaries."""
+class Reason(enum.StrEnum):
+    """Why packet bytes are unusable (wire format and cryptography). The pipeline's
+    `RejectReason` extends these with record-level reasons."""
 
-    BAD_JSON = "bad_json"
-    BAD_BASE64 = "bad_base64"
     DECRYPT_FAILED = "decrypt_failed"
     MALFORMED = "malformed"
     WRONG_BATCH_ID = "wrong_batch_id"
     WRONG_SERVER = "wrong_server"
     WRONG_LENGTH = "wrong_length"
     OUT_OF_RANGE = "out_of_range"
-    DUPLICATE_ID = "duplicate_id"
-    MISSING_OWN_PACKET = "missing_own_packet"
-    MISSING_PEER_PACKET = "missing_peer_packet"
-    SHARE_MISMATCH = "share_mismatch"
-    INVALID_PROOF = "invalid_proof"
 
 
 class PacketError(Exception):

@@ -15,7 +15,6 @@ Server B receives only a seed and re-expands its shares with the PRG.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
 from functools import lru_cache
 from typing import Iterator, Sequence
 
@@ -23,9 +22,10 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from . import codec, field, limbs, poly, seal
-from .codec import SERVER_A, SERVER_B, ClientPacket
+from .codec import SERVER_A, SERVER_B, ClientPacket, Verify1, Verify2
 from .config import Config
 from .field import INV2, MODULUS
+from .fingerprint import settings_mac
 from .prg import SEED_BYTES, Prg, PrgKeying, expand_seeds
 
 
@@ -48,19 +48,6 @@ def server_index(server_id: str | int) -> int:
     raise ValueError(f"server id must be A or B, got {server_id!r}")
 
 
-@dataclass(frozen=True)
-class Verify1:
-    d: int
-    e: int
-
-    def to_bytes(self) -> bytes:
-        return codec.pack_verify1(self.d, self.e)
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> "Verify1":
-        return cls(*codec.read_verify1(data))
-
-
 class Server:
     """One of the two servers of a batch configuration."""
 
@@ -79,6 +66,15 @@ class Server:
         self.keying = PrgKeying(keying)
         self._private_key = private_key
         self._shared_seed = shared_seed
+
+    @property
+    def server_id(self) -> str:
+        return "AB"[self.index]
+
+    def settings_mac(self, schedule: Schedule | None) -> str:
+        """The keyed fingerprint of this server's shared settings (see `fingerprint`)."""
+        value = Schedule(schedule).value if schedule is not None else ""
+        return settings_mac(self._shared_seed, self.config.batch_id, self.config.n_data, self.keying.value, value)
 
     # -- opening packets -----------------------------------------------------
 
@@ -186,8 +182,8 @@ class Server:
         points: Sequence[int],
         own: Sequence[Verify1],
         peer: Sequence[Verify1],
-    ) -> list[int]:
-        """This server's verify2 share for each packet, from both servers' verify1 packets."""
+    ) -> list[Verify2]:
+        """This server's verify2 message for each packet, from both servers' verify1 packets."""
         if not packets:
             return []
         out = []
@@ -195,13 +191,13 @@ class Server:
             a, b, c = packet.triple
             d = (mine.d + theirs.d) % MODULUS
             e = (mine.e + theirs.e) % MODULUS
-            out.append((d * e % MODULUS * INV2 + d * b + e * a + c - h_r) % MODULUS)
+            out.append(Verify2((d * e % MODULUS * INV2 + d * b + e * a + c - h_r) % MODULUS))
         return out
 
 
-def is_valid(verify2_a: int, verify2_b: int) -> bool:
+def is_valid(verify2_a: Verify2, verify2_b: Verify2) -> bool:
     """A packet is valid when the two servers' verify2 shares sum to zero."""
-    return (verify2_a + verify2_b) % MODULUS == 0
+    return (verify2_a.out + verify2_b.out) % MODULUS == 0
 
 
 def _s_powers(chains: list[list[int]], rows: int) -> limbs.Limbs:

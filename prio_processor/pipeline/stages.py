@@ -17,16 +17,21 @@ import base64
 import binascii
 import hashlib
 import uuid
-from datetime import datetime, timezone
-from typing import Any, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from datetime import UTC, datetime
+from typing import Any
 
-from ..engine import codec
+from ..engine import codec, seal
 from ..engine.client import Client, bits_from_uints
-from ..engine.codec import ClientPacket
+from ..engine.codec import ClientPacket, Verify2
 from ..engine.config import Config
-from ..engine.errors import PacketError, Reason
+from ..engine.errors import PacketError
 from ..engine.server import Schedule, Server, TotalShare, Verify1, final_totals, is_valid
 from ..storage import BadRecord
+from . import settings
+from .errors import PublishError, RecordError, RejectReason, SettingsMismatch
+from .index import PacketIndex
+from .settings import SettingsCheck
 from .tally import Tally
 
 BATCH_SIZE = 128
@@ -40,21 +45,27 @@ DATA_ONLY = frozenset({"data"})
 
 Record = dict[str, Any]
 Sink = Callable[[Record], None]
+# Room for a record's id and other fields beside its payload, on one line.
+_LINE_FIELDS_ALLOWANCE = 64 * 1024
 
 
-class PublishError(Exception):
-    """Aggregates that must not be published (mismatched, or too few clients)."""
+def max_line_bytes(config: Config) -> int:
+    """The longest input line a stage reads: about twice the largest client packet of this
+    configuration in base64. Longer lines are rejected unread (never held in memory)."""
+    elements = config.n_data + config.n_points + 16
+    packet = elements * (codec.ELEMENT_BYTES + 1) + len(config.batch_id) + seal.OVERHEAD + 256
+    return 2 * 4 * (packet // 3 + 1) + _LINE_FIELDS_ALLOWANCE
 
 
 def decode_base64(text: Any) -> bytes:
     """Base64 as the original decoded it: characters outside the alphabet are
     dropped (AES-GCM authenticates the bytes anyway); bad padding is an error."""
     if not isinstance(text, str):
-        raise PacketError(Reason.BAD_JSON, "payload is not a string")
+        raise RecordError(RejectReason.BAD_JSON, "payload is not a string")
     try:
         return base64.b64decode(text)
     except (binascii.Error, ValueError):
-        raise PacketError(Reason.BAD_BASE64, "payload is not valid base64 (bad padding)") from None
+        raise RecordError(RejectReason.BAD_BASE64, "payload is not valid base64 (bad padding)") from None
 
 
 def encode_base64(data: bytes) -> str:
@@ -62,13 +73,20 @@ def encode_base64(data: bytes) -> str:
 
 
 def _id_and_payload(record: Record | BadRecord) -> tuple[str, bytes]:
-    """The id and decoded payload of a share-like record, or PacketError."""
+    """The id and decoded payload of a share-like record, or RecordError."""
     if isinstance(record, BadRecord):
-        raise PacketError(Reason.BAD_JSON, f"line {record.line} of {record.source} is not a JSON object")
+        raise RecordError(RejectReason.BAD_JSON, record.describe())
     record_id = record.get("id")
     if not isinstance(record_id, str) or "payload" not in record:
-        raise PacketError(Reason.BAD_JSON, "record needs a string id and a payload")
+        raise RecordError(RejectReason.BAD_JSON, "record needs a string id and a payload")
     return record_id, decode_base64(record["payload"])
+
+
+def _fields(record: Record) -> Record:
+    """The record's other fields (submission_date, ...), which outputs keep, without its payload."""
+    kept = dict(record)
+    kept["payload"] = None  # keeps the field's position; the output's payload replaces it
+    return kept
 
 
 def share_digest(record: Record) -> str:
@@ -86,24 +104,53 @@ def _record_id(record: Record | BadRecord) -> str | None:
     return record.get("id") if isinstance(record, dict) and isinstance(record.get("id"), str) else None
 
 
-Index = dict[str, tuple[str, str | None]]
+Index = PacketIndex
 
 
-def load_index(records: Iterable[Record | BadRecord], tally: Tally) -> Index:
-    """id -> (base64 payload, share digest or None) of verification packets.
+def load_index(
+    records: Iterable[Record | BadRecord],
+    tally: Tally,
+    check: SettingsCheck | None = None,
+    whose: str = "",
+) -> PacketIndex:
+    """id -> (base64 payload, share digest or None) of verification packets, in bounded memory.
 
     Later duplicates win, as in the original. Unusable lines are listed in the
-    rejects file but are not share errors.
+    rejects but are not share errors. With `check`, records stamped with other
+    settings raise SettingsMismatch. The caller closes the index.
     """
-    index: Index = {}
-    for record in records:
-        record_id = _record_id(record)
-        if record_id is None or not isinstance(record.get("payload"), str):
-            tally.skip(record_id, Reason.BAD_JSON, "unusable record in a verification packet file")
-            continue
-        digest = record.get("digest")
-        index[record_id] = record["payload"], digest if isinstance(digest, str) else None
+    index = PacketIndex()
+    try:
+        for record in records:
+            record_id = _record_id(record)
+            if (
+                isinstance(record, BadRecord)
+                or record_id is None
+                or not isinstance(record.get("payload"), str)
+            ):
+                tally.skip(record_id, RejectReason.BAD_JSON, "unusable record in a verification packet file")
+                continue
+            if check is not None:
+                check.check(record, whose)
+            digest = record.get("digest")
+            index.add(record_id, record["payload"], digest if isinstance(digest, str) else None)
+    except BaseException:
+        index.close()
+        raise
     return index
+
+
+class _SeenIds:
+    """Ids already used in this input, in bounded memory (spilled to disk as the packet index is)."""
+
+    def __init__(self) -> None:
+        self._ids = PacketIndex()
+
+    def __contains__(self, record_id: str) -> bool:
+        return record_id in self._ids
+
+    def add(self, record_id: str) -> None:
+        self._ids.add(record_id, "")
 
 
 def batch_size(config: Config) -> int:
@@ -119,7 +166,7 @@ class _Batcher:
         self._size = size
         self.items: list = []
 
-    def add(self, item) -> None:
+    def add(self, item: Any) -> None:
         self.items.append(item)
         if len(self.items) >= self._size:
             self.flush()
@@ -148,41 +195,55 @@ def verify1(
     sink: Sink,
     tally: Tally,
 ) -> None:
-    """Write {"id", "payload": verify1 packet} for every share that opens."""
+    """For every share that opens, write its record with the verify1 packet as payload
+    (other fields kept), the share's digest and this server's settings stamp."""
     points = server.points(schedule)
-    seen: set[str] = set()
+    seen = _SeenIds()
+    stamp = settings.stamp(server, schedule)
 
-    def run(items: list[tuple[str, str, ClientPacket, int]]) -> None:
+    def run(items: list[tuple[Record, str, ClientPacket, int]]) -> None:
         results = server.verify1([i[2] for i in items], [i[3] for i in items])
-        for (record_id, digest, _, _), packet in zip(items, results):
-            sink({"id": record_id, "payload": encode_base64(packet.to_bytes()), "digest": digest})
+        for (fields, digest, _, _), packet in zip(items, results):
+            sink(_output(fields, packet.to_bytes(), digest, stamp))
 
     batch = _Batcher(run, batch_size(server.config))
     for record in batch.records(shares, tally):
         try:
             record_id, payload = _id_and_payload(record)
             packet = server.open(payload)
-        except PacketError as exc:
+        except (PacketError, RecordError) as exc:
             tally.reject(_record_id(record), exc.reason, exc.detail)
             continue
         point = next(points)  # the peer draws for this packet too, duplicate or not
         if record_id in seen:
-            tally.reject(record_id, Reason.DUPLICATE_ID, "id seen before in this input")
+            tally.reject(record_id, RejectReason.DUPLICATE_ID, "id seen before in this input")
             continue
         seen.add(record_id)
-        batch.add((record_id, share_digest(record), packet, point))
+        batch.add((_fields(record), share_digest(record), packet, point))
 
 
-def _joined(record: Record | BadRecord, internal: Index, external: Index,
-            stage: str) -> tuple[str, bytes, bytes, bytes]:
+def _output(fields: Record, packet: bytes, digest: str, stamp: dict[str, Any]) -> Record:
+    out = dict(fields)
+    out["payload"] = encode_base64(packet)
+    out["digest"] = digest
+    out[settings.FIELD] = stamp
+    return out
+
+
+def _joined(
+    record: Record | BadRecord, internal: Index, external: Index, stage: str
+) -> tuple[str, bytes, bytes, bytes]:
     """(id, share, own packet, peer packet) of a share and the `stage` packets of both servers."""
     record_id, payload = _id_and_payload(record)
     found = []
-    for index, reason, whose in ((internal, Reason.MISSING_OWN_PACKET, "this server"),
-                                 (external, Reason.MISSING_PEER_PACKET, "the other server")):
-        if record_id not in index:
-            raise PacketError(reason, f"no {stage} packet of {whose} for this id")
-        found.append(decode_base64(index[record_id][0]))
+    for index, reason, whose in (
+        (internal, RejectReason.MISSING_OWN_PACKET, "this server"),
+        (external, RejectReason.MISSING_PEER_PACKET, "the other server"),
+    ):
+        entry = index.get(record_id)
+        if entry is None:
+            raise RecordError(reason, f"no {stage} packet of {whose} for this id")
+        found.append(decode_base64(entry[0]))
     return record_id, payload, found[0], found[1]
 
 
@@ -191,7 +252,10 @@ def _check_own_digest(record: Record, internal: Index, stage: str) -> str:
     digest = share_digest(record)
     made_from = internal[record["id"]][1]
     if made_from is not None and made_from != digest:
-        raise PacketError(Reason.SHARE_MISMATCH, f"this server's {stage} packet was made from another share with this id")
+        raise RecordError(
+            RejectReason.SHARE_MISMATCH,
+            f"this server's {stage} packet was made from another share with this id",
+        )
     return digest
 
 
@@ -204,16 +268,18 @@ def verify2(
     sink: Sink,
     tally: Tally,
 ) -> None:
-    """Write {"id", "payload": verify2 packet} for every share with both verify1 packets."""
+    """For every share with both verify1 packets, write its record with the verify2 packet
+    as payload (other fields kept), the share's digest and this server's settings stamp."""
     points = server.points(schedule)
-    seen: set[str] = set()
+    seen = _SeenIds()
+    stamp = settings.stamp(server, schedule)
 
-    def run(items: list[tuple[str, str, ClientPacket, int, Verify1, Verify1]]) -> None:
+    def run(items: list[tuple[Record, str, ClientPacket, int, Verify1, Verify1]]) -> None:
         results = server.verify2(
             [i[2] for i in items], [i[3] for i in items], [i[4] for i in items], [i[5] for i in items]
         )
         for item, out in zip(items, results):
-            sink({"id": item[0], "payload": encode_base64(codec.pack_verify2(out)), "digest": item[1]})
+            sink(_output(item[0], out.to_bytes(), item[1], stamp))
 
     batch = _Batcher(run, batch_size(server.config))
     for record in batch.records(shares, tally):
@@ -222,20 +288,20 @@ def verify2(
             record_id, payload, own, peer = _joined(record, internal, external, "verify1")
             # A repeated id may carry another packet: check that one whole, as libprio would.
             packet = server.open(payload, codec.BOTH_ARRAYS if record_id in seen else H_ONLY)
-        except PacketError as exc:
+        except (PacketError, RecordError) as exc:
             tally.reject(record_id, exc.reason, exc.detail)
             continue
         point = next(points)
         try:
             if record_id in seen:
-                raise PacketError(Reason.DUPLICATE_ID, "id seen before in this input")
+                raise RecordError(RejectReason.DUPLICATE_ID, "id seen before in this input")
             digest = _check_own_digest(record, internal, "verify1")
             packets = Verify1.from_bytes(own), Verify1.from_bytes(peer)
-        except PacketError as exc:
+        except (PacketError, RecordError) as exc:
             tally.reject(record_id, exc.reason, exc.detail)
             continue
         seen.add(record_id)
-        batch.add((record_id, digest, packet, point, *packets))
+        batch.add((_fields(record), digest, packet, point, *packets))
 
 
 def aggregate(
@@ -247,7 +313,7 @@ def aggregate(
 ) -> TotalShare:
     """The total share of all shares whose proof both servers accepted."""
     total = TotalShare(server.config.n_data, server.index)
-    seen: set[str] = set()
+    seen = _SeenIds()
 
     def run(packets: list[ClientPacket]) -> None:
         total.add(server.data_shares(packets))
@@ -259,11 +325,11 @@ def aggregate(
             record_id, payload, own, peer = _joined(record, internal, external, "verify2")
             _check_own_digest(record, internal, "verify2")
             packet = server.open(payload, DATA_ONLY)
-            if not is_valid(codec.read_verify2(own), codec.read_verify2(peer)):
-                raise PacketError(Reason.INVALID_PROOF, "the proof does not verify")
+            if not is_valid(Verify2.from_bytes(own), Verify2.from_bytes(peer)):
+                raise RecordError(RejectReason.INVALID_PROOF, "the proof does not verify")
             if record_id in seen:
-                raise PacketError(Reason.DUPLICATE_ID, "id seen before in this input")
-        except PacketError as exc:
+                raise RecordError(RejectReason.DUPLICATE_ID, "id seen before in this input")
+        except (PacketError, RecordError) as exc:
             tally.reject(record_id, exc.reason, exc.detail)
             continue
         seen.add(record_id)
@@ -271,8 +337,11 @@ def aggregate(
     return total
 
 
-def aggregate_record(server: Server, total: TotalShare, tally: Tally) -> Record:
-    """The aggregate file's record; batch_id, n_data and server_id let publish check pairings."""
+def aggregate_record(
+    server: Server, total: TotalShare, tally: Tally, schedule: Schedule | str | None = None
+) -> Record:
+    """The aggregate file's record; batch_id, n_data, server_id and the settings stamp let
+    publish check pairings. `schedule`: the one the verify2 packets were made with, if known."""
     return {
         "payload": encode_base64(total.to_bytes()),
         "error": tally.errors,
@@ -280,13 +349,17 @@ def aggregate_record(server: Server, total: TotalShare, tally: Tally) -> Record:
         "batch_id": server.config.batch_id.decode("utf-8", "replace"),
         "n_data": server.config.n_data,
         "server_id": "AB"[server.index],
+        settings.FIELD: settings.stamp(server, None if schedule is None else Schedule(schedule)),
     }
 
 
-def _merge_aggregates(config: Config, records: Iterable[Record | BadRecord], expected_index: int, side: str):
-    """Sum the partial aggregates of one server: (TotalShare, error, total)."""
+def _merge_aggregates(
+    config: Config, records: Iterable[Record | BadRecord], expected_index: int, side: str
+) -> tuple[TotalShare, int, int, Any]:
+    """Sum the partial aggregates of one server: (TotalShare, error, total, settings stamp or None)."""
     merged: TotalShare | None = None
     errors = totals = 0
+    stamp: Any = None
     for record in records:
         if isinstance(record, BadRecord) or not isinstance(record.get("payload"), str):
             raise PublishError(f"the {side} aggregate is not a valid aggregate record")
@@ -299,19 +372,27 @@ def _merge_aggregates(config: Config, records: Iterable[Record | BadRecord], exp
         except PacketError as exc:
             raise PublishError(f"the {side} aggregate does not fit this configuration: {exc}") from None
         if share.index != expected_index:
-            raise PublishError(f"the {side} aggregate is server {'AB'[share.index]}'s, expected server {'AB'[expected_index]}'s")
+            found, expected = "AB"[share.index], "AB"[expected_index]
+            raise PublishError(f"the {side} aggregate is server {found}'s, expected server {expected}'s")
         if merged is None:
             merged = share
         else:
             merged.merge(share)
         counts = record.get("error", 0), record.get("total", 0)
-        if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts) or counts[0] > counts[1]:
+        if (
+            not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts)
+            or counts[0] > counts[1]
+        ):
             raise PublishError(f"the {side} aggregate has unusable error and total counts")
         errors += counts[0]
         totals += counts[1]
+        if record.get(settings.FIELD) is not None:
+            if stamp is not None and record[settings.FIELD] != stamp:
+                raise SettingsMismatch(f"the {side} partial aggregates were made with different settings")
+            stamp = record[settings.FIELD]
     if merged is None:
         raise PublishError(f"the {side} aggregate is empty")
-    return merged, errors, totals
+    return merged, errors, totals, stamp
 
 
 def publish(
@@ -323,9 +404,18 @@ def publish(
     prec: int | None = None,
 ) -> Record:
     """The published record: per-index counts (or integer totals with `prec`), error and total."""
-    own, error, total = _merge_aggregates(config, internal, server_index, "internal")
-    peer, _, _ = _merge_aggregates(config, external, 1 - server_index, "external")
+    own, error, total, own_stamp = _merge_aggregates(config, internal, server_index, "internal")
+    peer, peer_error, peer_total, peer_stamp = _merge_aggregates(
+        config, external, 1 - server_index, "external"
+    )
+    settings.compare_stamps(own_stamp, peer_stamp)
     valid = total - error
+    if peer_total - peer_error != valid:
+        # Both servers add up exactly the packets both accepted: other counts mean other batches or settings.
+        raise SettingsMismatch(
+            f"this server aggregated {valid} valid clients and the partner {peer_total - peer_error}: "
+            "the servers did not verify the same shares with the same settings"
+        )
     if valid < min_batch_size:
         raise PublishError(f"only {valid} valid clients, fewer than the minimum batch size {min_batch_size}")
     share_a, share_b = (own, peer) if server_index == codec.SERVER_A else (peer, own)
@@ -337,7 +427,7 @@ def publish(
         raise PublishError(str(exc)) from None
     return {
         "id": str(uuid.uuid4()),
-        "timestamp": datetime.now(timezone.utc).replace(tzinfo=None).isoformat(),
+        "timestamp": datetime.now(UTC).replace(tzinfo=None).isoformat(),
         "payload": counts,
         "error": error,
         "total": total,
@@ -352,7 +442,8 @@ def encode_shares(
     tally: Tally,
     prec: int | None = None,
 ) -> None:
-    """Encrypted shares {"id", "payload"} for both servers from {"payload": [bits]} (or integers with `prec`)."""
+    """Encrypted shares {"id", "payload"} for both servers from {"payload": [bits]}
+    (or integers with `prec`)."""
     n = client.config.n_data
 
     def run(items: list[list[int]]) -> None:
@@ -365,7 +456,7 @@ def encode_shares(
     for record in batch.records(inputs, tally):
         try:
             vector = _client_vector(record, n, prec)
-        except PacketError as exc:
+        except RecordError as exc:
             tally.reject(_record_id(record), exc.reason, exc.detail)
             continue
         batch.add(vector)
@@ -373,30 +464,33 @@ def encode_shares(
 
 def _client_vector(record: Record | BadRecord, n: int, prec: int | None) -> list[int]:
     if isinstance(record, BadRecord):
-        raise PacketError(Reason.BAD_JSON, f"line {record.line} of {record.source} is not a JSON object")
+        raise RecordError(RejectReason.BAD_JSON, record.describe())
     payload = record.get("payload")
     if not isinstance(payload, list):
-        raise PacketError(Reason.BAD_JSON, "payload must be a list")
+        raise RecordError(RejectReason.BAD_JSON, "payload must be a list")
     if prec is not None:
         try:
             payload = bits_from_uints(payload, prec)
         except ValueError as exc:
-            raise PacketError(Reason.OUT_OF_RANGE, str(exc)) from None
+            raise RecordError(RejectReason.OUT_OF_RANGE, str(exc)) from None
     if len(payload) != n:
-        raise PacketError(Reason.WRONG_LENGTH, f"payload has {len(payload)} bits, expected {n}")
+        raise RecordError(RejectReason.WRONG_LENGTH, f"payload has {len(payload)} bits, expected {n}")
     if any(isinstance(b, bool) or b not in (0, 1) for b in payload):
-        raise PacketError(Reason.OUT_OF_RANGE, "payload entries must be 0 or 1")
+        raise RecordError(RejectReason.OUT_OF_RANGE, "payload entries must be 0 or 1")
     return [int(b) for b in payload]
 
 
 __all__ = [
     "BATCH_SIZE",
+    "END_OF_PART",
+    "Index",
     "PublishError",
     "aggregate",
     "aggregate_record",
     "decode_base64",
     "encode_shares",
     "load_index",
+    "max_line_bytes",
     "publish",
     "verify1",
     "verify2",

@@ -1,60 +1,61 @@
-"""Counting what a stage accepted and rejected, and listing the rejects."""
+"""Counting what a stage accepted and rejected."""
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 from ..engine.errors import Reason
-from ..storage import Location, RecordWriter
+from .errors import RejectReason
+
+#: Where a stage's rejects go, as {id, reason, detail} (never a payload).
+RejectSink = Callable[[dict[str, Any]], None]
+
+
+def _discard(entry: dict[str, Any]) -> None:
+    """Rejects are only counted when no rejects list was asked for."""
 
 
 class Tally:
-    """Totals and rejects of one stage run; rejects go to a side file as {id, reason, detail}."""
+    """Totals and reasons of one stage run; each reject is also handed to `rejects`."""
 
-    def __init__(self, stage: str, rejects: Location | None = None) -> None:
+    def __init__(self, stage: str, rejects: RejectSink = _discard) -> None:
         self.stage = stage
         self.total = 0
         self.reasons: Counter[str] = Counter()
         self.skipped = 0
-        self._rejects_location = rejects
-        self._writer: RecordWriter | None = None
+        self._rejects = rejects
 
-    def __enter__(self) -> "Tally":
-        if self._rejects_location is not None:
-            self._writer = RecordWriter(self._rejects_location).__enter__()
-        return self
+    def reject(self, record_id: Any, reason: RejectReason | Reason, detail: str = "") -> None:
+        """A record of the stage's main input that was not used: an error of the batch."""
+        value = RejectReason(reason.value).value
+        self.reasons[value] += 1
+        self._rejects(_entry(record_id, value, detail))
 
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if self._writer is not None:
-            self._writer.__exit__(exc_type, exc, tb)
-
-    def reject(self, record_id: Any, reason: Reason, detail: str = "") -> None:
-        reason = Reason(reason)
-        self.reasons[reason.value] += 1
-        if self._writer is not None:
-            entry = {"id": record_id if isinstance(record_id, str) else None, "reason": reason.value}
-            if detail:
-                entry["detail"] = detail
-            self._writer.write(entry)
-
-    def skip(self, record_id: Any, reason: Reason, detail: str = "") -> None:
-        """List an unusable line of a side input (not a share): in the rejects file, not in the errors."""
+    def skip(self, record_id: Any, reason: RejectReason, detail: str = "") -> None:
+        """An unusable line of a side input (not a share): listed, but not an error of the batch."""
         self.skipped += 1
-        if self._writer is not None:
-            entry = {"id": record_id if isinstance(record_id, str) else None, "reason": Reason(reason).value,
-                     "detail": detail}
-            self._writer.write(entry)
+        self._rejects(_entry(record_id, RejectReason(reason.value).value, detail))
 
     @property
     def errors(self) -> int:
         return sum(self.reasons.values())
 
     def summary(self) -> str:
-        """The original's count line, with the reasons appended."""
-        line = f"{self.errors} errors out of {self.total} total"
-        if self.reasons:
-            line += " (" + ", ".join(f"{reason}: {count}" for reason, count in sorted(self.reasons.items())) + ")"
+        """The original's count line."""
+        return f"{self.errors} errors out of {self.total} total"
+
+    def breakdown(self) -> str:
+        """Errors by reason, and unusable side lines: what the count line does not say."""
+        parts = [f"{reason}: {count}" for reason, count in sorted(self.reasons.items())]
         if self.skipped:
-            line += f"; {self.skipped} unusable lines in verification packet files"
-        return line
+            parts.append(f"{self.skipped} unusable lines in verification packet files")
+        return ", ".join(parts)
+
+
+def _entry(record_id: Any, reason: str, detail: str) -> dict[str, Any]:
+    entry: dict[str, Any] = {"id": record_id if isinstance(record_id, str) else None, "reason": reason}
+    if detail:
+        entry["detail"] = detail
+    return entry

@@ -10,15 +10,21 @@ GOOGLE_APPLICATION_CREDENTIALS and STORAGE_EMULATOR_HOST.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
+import re
 import shutil
 import tempfile
+from collections.abc import Callable, Iterable, Iterator
 from functools import lru_cache
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Any
 
 GCS_SCHEME = "gs://"
 _READ_BUFFER = 1 << 20
+_TEMP_SUFFIX = ".tmp"
+# What tempfile.mkstemp(prefix=".<name>.", suffix=".tmp") makes.
+_TEMP_NAME = re.compile(r"\.(.+)\.[a-z0-9_]{8}\.tmp")
 
 
 class StorageError(Exception):
@@ -62,7 +68,7 @@ class Location:
         """A data file, or a folder holding at least one data file."""
         return self.is_file() or (self.is_dir() and any(is_part_name(c.name) for c in self.children()))
 
-    def parts(self) -> list["Location"]:
+    def parts(self) -> list[Location]:
         """The data files to read: itself if a file, else its data files (sorted by name)."""
         if self.is_file():
             return [self]
@@ -75,7 +81,7 @@ class Location:
         """Make sure the bucket (or local folder) exists."""
         raise NotImplementedError
 
-    def join(self, *names: str) -> "Location":
+    def join(self, *names: str) -> Location:
         raise NotImplementedError
 
     def is_file(self) -> bool:
@@ -84,11 +90,11 @@ class Location:
     def is_dir(self) -> bool:
         raise NotImplementedError
 
-    def children(self) -> list["Location"]:
+    def children(self) -> list[Location]:
         """Files directly inside this folder, sorted by name."""
         raise NotImplementedError
 
-    def walk(self) -> list[tuple[str, "Location"]]:
+    def walk(self) -> list[tuple[str, Location]]:
         """(relative name, file) for every file below this folder."""
         raise NotImplementedError
 
@@ -107,6 +113,10 @@ class Location:
     def prune(self) -> None:
         """Remove empty folders below this one, where folders exist."""
 
+    def clear_stale_temporaries(self, names: Iterable[str] | None = None) -> int:
+        """Delete temporary files a killed writer left in this folder (none in buckets); how many."""
+        return 0
+
     def read_bytes(self) -> bytes:
         with self.open_read() as f:
             return f.read()
@@ -124,7 +134,7 @@ class LocalLocation(Location):
     def create_bucket(self) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
 
-    def join(self, *names: str) -> "LocalLocation":
+    def join(self, *names: str) -> LocalLocation:
         return LocalLocation(self.path.joinpath(*names))
 
     def is_file(self) -> bool:
@@ -158,20 +168,40 @@ class LocalLocation(Location):
     def open_write(self) -> Iterator[IO[bytes]]:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+            fd, tmp = tempfile.mkstemp(
+                prefix=f".{self.path.name}.", suffix=_TEMP_SUFFIX, dir=self.path.parent
+            )
         except OSError as exc:
             raise StorageError(f"cannot write {self.uri}: {exc.strerror}") from None
         try:
             with os.fdopen(fd, "wb") as f:
                 yield f
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes files private; outputs follow the umask
-            os.replace(tmp, self.path)
+                try:
+                    f.flush()
+                    os.fsync(f.fileno())
+                    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes files private; outputs follow the umask
+                    os.replace(tmp, self.path)
+                except OSError as exc:  # a full disk shows here
+                    raise StorageError(f"cannot write {self.uri}: {exc.strerror or exc}") from None
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
+
+    def clear_stale_temporaries(self, names: Iterable[str] | None = None) -> int:
+        """Delete the temporary files a killed writer left in this folder (of `names` only, if
+        given); how many. Only names our writers make match: `.<name>.<8 random>.tmp`."""
+        if not self.path.is_dir():
+            return 0
+        wanted = None if names is None else set(names)
+        removed = 0
+        for path in self.path.iterdir():
+            match = _TEMP_NAME.fullmatch(path.name)
+            if match and (wanted is None or match.group(1) in wanted) and path.is_file():
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+                    removed += 1
+        return removed
 
     def delete(self) -> None:
         if self.path.is_dir():
@@ -181,7 +211,9 @@ class LocalLocation(Location):
 
     def prune(self) -> None:
         """Remove empty folders below this one (objects in buckets leave none behind)."""
-        for folder in sorted((p for p in self.path.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+        for folder in sorted(
+            (p for p in self.path.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True
+        ):
             if not any(folder.iterdir()):
                 folder.rmdir()
 
@@ -193,7 +225,7 @@ def _umask() -> int:
 
 
 @lru_cache(maxsize=1)
-def _gcs_client():
+def _gcs_client() -> Any:
     try:
         from google.cloud import storage
     except ImportError as exc:  # pragma: no cover - a dependency of the package
@@ -204,7 +236,7 @@ def _gcs_client():
         raise StorageError(f"cannot create a Cloud Storage client: {exc}") from None
 
 
-def _gcs_call(what: str, func, *args, **kwargs):
+def _gcs_call(what: str, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     from google.api_core import exceptions as api_exceptions
     from google.auth import exceptions as auth_exceptions
 
@@ -227,7 +259,7 @@ class GcsLocation(Location):
         self.uri = f"{GCS_SCHEME}{bucket}/{self.key}" if self.key else f"{GCS_SCHEME}{bucket}"
 
     @property
-    def _bucket(self):
+    def _bucket(self) -> Any:
         return _gcs_client().bucket(self.bucket_name)
 
     def _prefix(self) -> str:
@@ -242,7 +274,7 @@ class GcsLocation(Location):
 
         _gcs_call(f"cannot create bucket {self.bucket_name}", create)
 
-    def join(self, *names: str) -> "GcsLocation":
+    def join(self, *names: str) -> GcsLocation:
         key = "/".join([self.key, *names]) if self.key else "/".join(names)
         return GcsLocation(self.bucket_name, key)
 
@@ -274,7 +306,7 @@ class GcsLocation(Location):
             return sorted(b.name for b in _gcs_client().list_blobs(self.bucket_name, prefix=prefix))
 
         return [
-            (name[len(prefix):], GcsLocation(self.bucket_name, name))
+            (name[len(prefix) :], GcsLocation(self.bucket_name, name))
             for name in _gcs_call(f"cannot list {self.uri}", names)
             if name != prefix
         ]
@@ -283,21 +315,28 @@ class GcsLocation(Location):
         blob = self._bucket.blob(self.key)
         # Fetch metadata first so a missing object fails here, clearly.
         _gcs_call(f"cannot read {self.uri}", blob.reload)
-        return _gcs_call(f"cannot read {self.uri}", blob.open, "rb", chunk_size=8 * 1024 * 1024)
+        reader = _gcs_call(f"cannot read {self.uri}", blob.open, "rb", chunk_size=8 * 1024 * 1024)
+        # The blob reader has no peek(), so readline() alone would call read(1) per byte.
+        return io.BufferedReader(reader, buffer_size=_READ_BUFFER)
 
     @contextlib.contextmanager
     def open_write(self) -> Iterator[IO[bytes]]:
-        with tempfile.NamedTemporaryFile(prefix="prio-upload-", suffix=".tmp") as tmp:
+        # An unnamed temporary file: nothing is left behind even if the process is killed.
+        with tempfile.TemporaryFile(prefix="prio-upload-") as tmp:
             yield tmp
-            tmp.flush()
+            try:
+                tmp.flush()
+            except OSError as exc:
+                raise StorageError(f"cannot write {self.uri}: {exc.strerror or exc}") from None
             blob = self._bucket.blob(self.key)
-            _gcs_call(f"cannot write {self.uri}", blob.upload_from_filename, tmp.name)
+            _gcs_call(f"cannot write {self.uri}", blob.upload_from_file, tmp, rewind=True)
 
     def delete(self) -> None:
         if self.is_file():
             _gcs_call(f"cannot delete {self.uri}", self._bucket.blob(self.key).delete)
         for _, child in self.walk():
-            _gcs_call(f"cannot delete {child.uri}", child._bucket.blob(child.key).delete)
+            if isinstance(child, GcsLocation):
+                _gcs_call(f"cannot delete {child.uri}", child._bucket.blob(child.key).delete)
 
 
 def location(path: str | os.PathLike | Location) -> Location:
@@ -306,6 +345,6 @@ def location(path: str | os.PathLike | Location) -> Location:
         return path
     text = os.fspath(path)
     if text.startswith(GCS_SCHEME):
-        bucket, _, key = text[len(GCS_SCHEME):].partition("/")
+        bucket, _, key = text[len(GCS_SCHEME) :].partition("/")
         return GcsLocation(bucket, key)
     return LocalLocation(text)

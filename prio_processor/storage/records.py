@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator
+from typing import IO, Any
 
 from .locations import Location, StorageError
 
 PARQUET_SUFFIX = ".parquet"
 _BATCH_ROWS = 4096
+#: Longest line read when the reader does not say (twice the largest client packet at libprio's
+#: largest n_data, in base64). Longer lines are rejected without being held in memory.
+DEFAULT_MAX_LINE = 32 * 1024 * 1024
+_SKIP_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -19,27 +24,52 @@ class BadRecord:
 
     source: str
     line: int
+    problem: str = "is not a JSON object"
+
+    def describe(self) -> str:
+        return f"line {self.line} of {self.source} {self.problem}"
 
 
 def _is_parquet(loc: Location) -> bool:
     return loc.name.endswith(PARQUET_SUFFIX)
 
 
-def read_records(loc: Location) -> Iterator[dict[str, Any] | BadRecord]:
-    """Records of one file, in order, without holding the file in memory."""
+def read_records(loc: Location, max_line: int = DEFAULT_MAX_LINE) -> Iterator[dict[str, Any] | BadRecord]:
+    """Records of one file, in order, holding neither the file nor a line over `max_line` bytes in memory."""
     if _is_parquet(loc):
         yield from _read_parquet(loc)
         return
     with loc.open_read() as f:
-        for number, line in enumerate(f, start=1):
+        number = 0
+        while True:
+            line = f.readline(max_line + 1)
+            if not line:
+                return
+            number += 1
+            if len(line) > max_line and not line.endswith(b"\n"):
+                _skip_rest_of_line(f)
+                yield BadRecord(loc.uri, number, f"is longer than {max_line} bytes")
+                continue
             if not line.strip():
                 continue
-            try:
-                record = json.loads(line)
-            except ValueError:
-                yield BadRecord(loc.uri, number)
-                continue
-            yield record if isinstance(record, dict) else BadRecord(loc.uri, number)
+            yield _parse(line, loc.uri, number)
+
+
+def _skip_rest_of_line(f: IO[bytes]) -> None:
+    while True:
+        chunk = f.readline(_SKIP_CHUNK)
+        if not chunk or chunk.endswith(b"\n"):
+            return
+
+
+def _parse(line: bytes, source: str, number: int) -> dict[str, Any] | BadRecord:
+    try:
+        record = json.loads(line)
+    except RecursionError:  # nesting deeper than the parser's stack
+        return BadRecord(source, number, "nests too deeply")
+    except ValueError:  # includes invalid UTF-8
+        return BadRecord(source, number)
+    return record if isinstance(record, dict) else BadRecord(source, number)
 
 
 def _read_parquet(loc: Location) -> Iterator[dict[str, Any] | BadRecord]:
@@ -54,14 +84,34 @@ def _read_parquet(loc: Location) -> Iterator[dict[str, Any] | BadRecord]:
             raise StorageError(f"cannot read {loc.uri} as Parquet: {exc}") from None
 
 
-def read_all(locations: Iterable[Location]) -> Iterator[dict[str, Any] | BadRecord]:
+def read_all(
+    locations: Iterable[Location], max_line: int = DEFAULT_MAX_LINE
+) -> Iterator[dict[str, Any] | BadRecord]:
     for loc in locations:
-        yield from read_records(loc)
+        yield from read_records(loc, max_line)
 
 
 def dumps(record: dict[str, Any]) -> str:
     """One record as the original tool wrote it (json.dumps default separators)."""
-    return json.dumps(record)
+    return json.dumps(record, default=_json_value)
+
+
+def _json_value(value: Any) -> Any:
+    """Values Parquet inputs may carry that JSON lacks (dates, timestamps, bytes) as text."""
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    raise TypeError(f"cannot write a value of type {type(value).__name__} as JSON")
+
+
+@contextlib.contextmanager
+def _write_errors(loc: Location) -> Iterator[None]:
+    """A full disk or a failing device is one clear StorageError, not a traceback."""
+    try:
+        yield
+    except OSError as exc:
+        raise StorageError(f"cannot write {loc.uri}: {exc.strerror or exc}") from None
 
 
 class RecordWriter:
@@ -71,11 +121,11 @@ class RecordWriter:
         self.loc = loc
         self.count = 0
         self._stack = contextlib.ExitStack()
-        self._file = None
-        self._parquet = None
+        self._file: IO[bytes] | None = None
+        self._parquet: Any = None
         self._pending: list[dict[str, Any]] = []
 
-    def __enter__(self) -> "RecordWriter":
+    def __enter__(self) -> RecordWriter:
         self._file = self._stack.enter_context(self.loc.open_write())
         return self
 
@@ -84,9 +134,15 @@ class RecordWriter:
         if _is_parquet(self.loc):
             self._pending.append(record)
             if len(self._pending) >= _BATCH_ROWS:
-                self._flush_parquet()
+                with _write_errors(self.loc):
+                    self._flush_parquet()
             return
-        self._file.write((dumps(record) + "\n").encode("utf-8"))
+        if self._file is None:
+            raise ValueError("RecordWriter.write outside its with block")
+        try:  # not _write_errors: this runs once per record
+            self._file.write((dumps(record) + "\n").encode("utf-8"))
+        except OSError as exc:
+            raise StorageError(f"cannot write {self.loc.uri}: {exc.strerror or exc}") from None
 
     def _flush_parquet(self) -> None:
         import pyarrow as pa
@@ -100,7 +156,11 @@ class RecordWriter:
         self._parquet.write_table(table)
         self._pending = []
 
-    def __exit__(self, exc_type, exc, tb) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        with _write_errors(self.loc):
+            self._finish(exc_type, exc, tb)
+
+    def _finish(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
         try:
             if exc_type is None and _is_parquet(self.loc):
                 self._flush_parquet()

@@ -31,15 +31,34 @@ def run_inprocess(args: list[str], env: dict[str, str] | None = None) -> Result:
 def run_subprocess(args: list[str], env: dict[str, str] | None = None) -> Result:
     full_env = {k: v for k, v in os.environ.items() if k not in _PRIO_ENV}
     full_env.update(env or {})
-    proc = subprocess.run([sys.executable, "-m", "prio_processor", *args], env=full_env, capture_output=True,
-                          text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "prio_processor", *args],
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     return Result(proc.returncode, proc.stdout, proc.stderr)
 
 
 _PRIO_ENV = {
-    "N_DATA", "BATCH_ID", "SERVER_ID", "PRIVATE_KEY_HEX", "PRIVATE_KEY_FILE", "SHARED_SECRET", "SHARED_SECRET_FILE",
-    "PUBLIC_KEY_HEX_INTERNAL", "PUBLIC_KEY_HEX_EXTERNAL", "INPUT", "INPUT_INTERNAL", "INPUT_EXTERNAL", "OUTPUT",
-    "OUTPUT_A", "OUTPUT_B", "PRG_KEYING", "EVALUATION_POINT",
+    "N_DATA",
+    "BATCH_ID",
+    "SERVER_ID",
+    "PRIVATE_KEY_HEX",
+    "PRIVATE_KEY_FILE",
+    "SHARED_SECRET",
+    "SHARED_SECRET_FILE",
+    "PUBLIC_KEY_HEX_INTERNAL",
+    "PUBLIC_KEY_HEX_EXTERNAL",
+    "INPUT",
+    "INPUT_INTERNAL",
+    "INPUT_EXTERNAL",
+    "OUTPUT",
+    "OUTPUT_A",
+    "OUTPUT_B",
+    "PRG_KEYING",
+    "EVALUATION_POINT",
 }
 
 RUNNERS = {"inprocess": run_inprocess, "subprocess": run_subprocess}

@@ -29,14 +29,18 @@ def _keys(run) -> dict:
 def _server_env(keys: dict, server: str, n_data: int, batch_id: str = "e2e") -> dict[str, str]:
     other = "B" if server == "A" else "A"
     return {
-        "N_DATA": str(n_data), "BATCH_ID": batch_id, "SERVER_ID": server,
-        "PRIVATE_KEY_HEX": keys[server]["private_key"], "SHARED_SECRET": keys["seed"],
-        "PUBLIC_KEY_HEX_INTERNAL": keys[server]["public_key"], "PUBLIC_KEY_HEX_EXTERNAL": keys[other]["public_key"],
+        "N_DATA": str(n_data),
+        "BATCH_ID": batch_id,
+        "SERVER_ID": server,
+        "PRIVATE_KEY_HEX": keys[server]["private_key"],
+        "SHARED_SECRET": keys["seed"],
+        "PUBLIC_KEY_HEX_INTERNAL": keys[server]["public_key"],
+        "PUBLIC_KEY_HEX_EXTERNAL": keys[other]["public_key"],
     }
 
 
 def run_all(run, keys, n_data, raw: dict[str, str], work: Path, extra_publish=(), schedule="sequential"):
-    """verify1 .. publish for both servers over raw inputs (files or folders); returns A's published record."""
+    """verify1 .. publish for both servers over raw inputs (files or folders); A's published record."""
     out = {s: work / s for s in "AB"}
     peer = {"A": "B", "B": "A"}
 
@@ -49,17 +53,34 @@ def run_all(run, keys, n_data, raw: dict[str, str], work: Path, extra_publish=()
         for s in "AB":
             args = [stage, "--input", raw[s], "--output", str(out[s] / stage)]
             if prev:
-                args += ["--input-internal", named(out[s] / prev), "--input-external", named(out[peer[s]] / prev)]
+                args += [
+                    "--input-internal",
+                    named(out[s] / prev),
+                    "--input-external",
+                    named(out[peer[s]] / prev),
+                ]
             if stage != "aggregate":
                 args += ["--evaluation-point", schedule]
             result = run(args, _server_env(keys, s, n_data))
             assert result.exit_code == 0, result.output
     records = {}
     for s in "AB":
-        env = {k: v for k, v in _server_env(keys, s, n_data).items() if "PRIVATE" not in k and "SECRET" not in k}
-        result = run(["publish", "--input-internal", named(out[s] / "aggregate"),
-                      "--input-external", named(out[peer[s]] / "aggregate"), "--output", str(out[s] / "publish"),
-                      *extra_publish], env)
+        env = {
+            k: v for k, v in _server_env(keys, s, n_data).items() if "PRIVATE" not in k and "SECRET" not in k
+        }
+        result = run(
+            [
+                "publish",
+                "--input-internal",
+                named(out[s] / "aggregate"),
+                "--input-external",
+                named(out[peer[s]] / "aggregate"),
+                "--output",
+                str(out[s] / "publish"),
+                *extra_publish,
+            ],
+            env,
+        )
         assert result.exit_code == 0, result.output
         (published,) = [p for p in (out[s] / "publish").iterdir() if not p.name.startswith("_")]
         records[s] = json.loads(published.read_text())
@@ -71,9 +92,23 @@ def _encode(run, keys, n_data, rows, work: Path, name="data.ndjson", prec=None) 
     client = work / "client"
     client.mkdir(parents=True, exist_ok=True)
     (client / name).write_text("".join(json.dumps({"payload": r}) + "\n" for r in rows))
-    args = ["encode-shares", "--n-data", str(n_data), "--batch-id", "e2e",
-            "--public-key-hex-internal", keys["A"]["public_key"], "--public-key-hex-external", keys["B"]["public_key"],
-            "--input", str(client / name), "--output-A", str(work / "raw_a"), "--output-B", str(work / "raw_b")]
+    args = [
+        "encode-shares",
+        "--n-data",
+        str(n_data),
+        "--batch-id",
+        "e2e",
+        "--public-key-hex-internal",
+        keys["A"]["public_key"],
+        "--public-key-hex-external",
+        keys["B"]["public_key"],
+        "--input",
+        str(client / name),
+        "--output-A",
+        str(work / "raw_a"),
+        "--output-B",
+        str(work / "raw_b"),
+    ]
     if prec:
         args += ["--prec", str(prec)]
     result = run(args)
@@ -123,8 +158,14 @@ def test_folders_of_parts_and_parquet(tmp_path):
     record = run_all(run_inprocess, keys, 3, folders, tmp_path / "work")
     assert record["payload"] == [sum(c) for c in zip(*rows)]
     out = tmp_path / "work" / "A" / "verify1"
-    assert sorted(p.name for p in out.iterdir()) == ["_rejects.verify1.ndjson", "part-00000.json", "part-00001.parquet"]
-    assert pq.read_table(out / "part-00001.parquet").column_names == ["id", "payload", "digest"]
+    # Nothing in an output folder but what the original wrote there.
+    assert sorted(p.name for p in out.iterdir()) == ["part-00000.json", "part-00001.parquet"]
+    assert pq.read_table(out / "part-00001.parquet").column_names == [
+        "id",
+        "payload",
+        "digest",
+        "prio_settings",
+    ]
 
 
 def test_corrupted_input_lists_rejects_and_reruns_identically(tmp_path):
@@ -146,15 +187,22 @@ def test_corrupted_input_lists_rejects_and_reruns_identically(tmp_path):
     source = tmp_path / "corrupted.ndjson"
     source.write_text("\n".join(corrupted) + "\n")
     args = ["verify1", "--input", str(source), "--output", str(tmp_path / "out")]
-    env = _server_env(keys, "A", 4)
+    env = dict(_server_env(keys, "A", 4), REJECTS=str(tmp_path / "rejects"))
     first = run_inprocess(args, env)
     assert first.exit_code == 0, first.output
-    assert "5 errors out of 7 total" in first.stdout
-    assert "bad_base64: 1, bad_json: 2, decrypt_failed: 1, duplicate_id: 1" in first.stdout
-    rejects = [json.loads(line) for line in (tmp_path / "out" / "_rejects.verify1.ndjson").read_text().splitlines()]
+    assert first.stdout == "Running verify1\n5 errors out of 7 total\n"
+    assert "bad_base64: 1, bad_json: 2, decrypt_failed: 1, duplicate_id: 1" in first.stderr
+    assert all(line.startswith("server A, batch e2e: ") for line in first.stderr.splitlines())
+    rejects = [
+        json.loads(line)
+        for line in (tmp_path / "rejects" / "rejects-verify1-A.ndjson").read_text().splitlines()
+    ]
     assert [(r["id"], r["reason"]) for r in rejects] == [
-        (None, "bad_json"), (good[2]["id"], "decrypt_failed"), (good[3]["id"], "bad_base64"),
-        (good[1]["id"], "duplicate_id"), (None, "bad_json"),
+        (None, "bad_json"),
+        (good[2]["id"], "decrypt_failed"),
+        (good[3]["id"], "bad_base64"),
+        (good[1]["id"], "duplicate_id"),
+        (None, "bad_json"),
     ]
     assert not any("payload" in r for r in rejects)
     output = (tmp_path / "out" / "corrupted.ndjson").read_bytes()
@@ -171,9 +219,24 @@ def test_publish_refuses_aggregates_that_do_not_belong_together(tmp_path):
     agg = {s: tmp_path / s / "aggregate" / "data.ndjson" for s in "AB"}
 
     def publish(internal, external, n_data=5, batch_id="e2e", extra=()):
-        env = {k: v for k, v in _server_env(keys, "A", n_data, batch_id).items() if "PRIVATE" not in k and "SECRET" not in k}
-        return run_inprocess(["publish", "--input-internal", str(internal), "--input-external", str(external),
-                              "--output", str(tmp_path / "refused"), *extra], env)
+        env = {
+            k: v
+            for k, v in _server_env(keys, "A", n_data, batch_id).items()
+            if "PRIVATE" not in k and "SECRET" not in k
+        }
+        return run_inprocess(
+            [
+                "publish",
+                "--input-internal",
+                str(internal),
+                "--input-external",
+                str(external),
+                "--output",
+                str(tmp_path / "refused"),
+                *extra,
+            ],
+            env,
+        )
 
     for result, words in [
         (publish(agg["A"], agg["A"]), "server A's, expected server B's"),
@@ -202,14 +265,21 @@ def test_configuration_errors_exit_2_without_secrets(runner, tmp_path):
     key_file.write_text(keys["A"]["private_key"] + "\n")
     cases = [
         ({"PRIVATE_KEY_HEX": SECRET_KEY[:-2] + "ZZ"}, [], "bad private key"),
-        ({"PRIVATE_KEY_HEX": SECRET_KEY}, [], "does not match"),
+        ({"SHARED_SECRET": " "}, [], "16 bytes"),
+        ({"BATCH_ID": "\udcff"}, [], "--batch-id is not valid UTF-8"),
+        ({"PUBLIC_KEY_HEX_EXTERNAL": "00" * 32}, [], "not a usable Curve25519 public key"),
+        ({"PRIVATE_KEY_HEX": ""}, ["--private-key-file", "/dev/zero"], "larger than 4096 bytes"),
         ({"SHARED_SECRET": "c2VjcmV0LXNlZWQ="}, [], "16 bytes"),
         ({"SHARED_SECRET": "%%%"}, [], "not valid base64"),
         ({"N_DATA": "0"}, [], "between 1 and 262143"),
         ({"N_DATA": "262144"}, [], "between 1 and 262143"),
         ({"PUBLIC_KEY_HEX_EXTERNAL": "12"}, [], "bad --public-key-hex-external"),
         ({}, ["--private-key-file", str(key_file)], "exactly one of --private-key-hex or --private-key-file"),
-        ({"PRIVATE_KEY_HEX": ""}, ["--private-key-file", str(tmp_path / "missing")], "cannot read the private key file"),
+        (
+            {"PRIVATE_KEY_HEX": ""},
+            ["--private-key-file", str(tmp_path / "missing")],
+            "cannot read the private key file",
+        ),
         ({}, ["--input", str(tmp_path / "nothing-here")], "does not exist"),
     ]
     for env_change, extra, words in cases:
@@ -232,19 +302,45 @@ def test_secrets_from_files(tmp_path):
     raw = _encode(run_inprocess, keys, 4, [[1, 0, 0, 1]] * 3, tmp_path)
     (tmp_path / "key").write_text(keys["A"]["private_key"] + "\n")
     (tmp_path / "seed").write_text(keys["seed"] + "\n")
-    env = {k: v for k, v in _server_env(keys, "A", 4).items() if k not in ("PRIVATE_KEY_HEX", "SHARED_SECRET")}
-    result = run_subprocess(["verify1", "--input", raw["A"], "--output", str(tmp_path / "out"),
-                             "--private-key-file", str(tmp_path / "key"), "--shared-secret-file", str(tmp_path / "seed")], env)
+    env = {
+        k: v for k, v in _server_env(keys, "A", 4).items() if k not in ("PRIVATE_KEY_HEX", "SHARED_SECRET")
+    }
+    result = run_subprocess(
+        [
+            "verify1",
+            "--input",
+            raw["A"],
+            "--output",
+            str(tmp_path / "out"),
+            "--private-key-file",
+            str(tmp_path / "key"),
+            "--shared-secret-file",
+            str(tmp_path / "seed"),
+        ],
+        env,
+    )
     assert result.exit_code == 0, result.output
     assert len((tmp_path / "out" / "data.ndjson").read_text().splitlines()) == 3
 
 
 def test_help_explains_the_new_options():
     result = run_inprocess(["verify1", "--help"])
-    assert "--prg-keying [hashed|raw]" in result.stdout and "--evaluation-point [sequential|fixed]" in result.stdout
+    assert (
+        "--prg-keying [hashed|raw]" in result.stdout
+        and "--evaluation-point [sequential|fixed]" in result.stdout
+    )
     assert "libprio 1.6" in result.stdout and "Spark" in result.stdout
-    for option in ("--n-data", "--batch-id", "--server-id", "--private-key-hex", "--shared-secret",
-                   "--public-key-hex-internal", "--public-key-hex-external", "--input", "--output"):
+    for option in (
+        "--n-data",
+        "--batch-id",
+        "--server-id",
+        "--private-key-hex",
+        "--shared-secret",
+        "--public-key-hex-internal",
+        "--public-key-hex-external",
+        "--input",
+        "--output",
+    ):
         assert option in result.stdout
 
 
@@ -263,15 +359,36 @@ def test_publish_merges_partial_aggregates(tmp_path):
         other = "B" if s == "A" else "A"
         for k in range(2):
             result = run_inprocess(
-                ["aggregate", "--input", str(tmp_path / f"{s}-part{k}.ndjson"),
-                 "--input-internal", str(tmp_path / "whole" / s / "verify2" / "data.ndjson"),
-                 "--input-external", str(tmp_path / "whole" / other / "verify2" / "data.ndjson"),
-                 "--output", str(tmp_path / "partial" / s / f"tmp{k}")], _server_env(keys, s, 3))
+                [
+                    "aggregate",
+                    "--input",
+                    str(tmp_path / f"{s}-part{k}.ndjson"),
+                    "--input-internal",
+                    str(tmp_path / "whole" / s / "verify2" / "data.ndjson"),
+                    "--input-external",
+                    str(tmp_path / "whole" / other / "verify2" / "data.ndjson"),
+                    "--output",
+                    str(tmp_path / "partial" / s / f"tmp{k}"),
+                ],
+                _server_env(keys, s, 3),
+            )
             assert result.exit_code == 0, result.output
-            (tmp_path / "partial" / s / f"tmp{k}" / "data.ndjson").rename(tmp_path / "partial" / s / f"part-{k}.ndjson")
+            (tmp_path / "partial" / s / f"tmp{k}" / "data.ndjson").rename(
+                tmp_path / "partial" / s / f"part-{k}.ndjson"
+            )
     env = {k: v for k, v in _server_env(keys, "A", 3).items() if "PRIVATE" not in k and "SECRET" not in k}
-    result = run_inprocess(["publish", "--input-internal", str(tmp_path / "partial" / "A"),
-                            "--input-external", str(tmp_path / "partial" / "B"), "--output", str(tmp_path / "pub")], env)
+    result = run_inprocess(
+        [
+            "publish",
+            "--input-internal",
+            str(tmp_path / "partial" / "A"),
+            "--input-external",
+            str(tmp_path / "partial" / "B"),
+            "--output",
+            str(tmp_path / "pub"),
+        ],
+        env,
+    )
     assert result.exit_code == 0, result.output
     merged = json.loads((tmp_path / "pub" / "publish.ndjson").read_text())
     assert merged["payload"] == whole["payload"] == [3, 1, 3]
@@ -295,9 +412,22 @@ def test_many_parts_one_open_output_at_a_time(tmp_path):
     def few_files():
         resource.setrlimit(resource.RLIMIT_NOFILE, (40, 40))
 
-    proc = subprocess.run([sys.executable, "-m", "prio_processor", "verify1", "--input", str(parts),
-                           "--output", str(tmp_path / "out")], env=env, capture_output=True, text=True,
-                          preexec_fn=few_files)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "prio_processor",
+            "verify1",
+            "--input",
+            str(parts),
+            "--output",
+            str(tmp_path / "out"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        preexec_fn=few_files,
+    )
     assert proc.returncode == 0, proc.stderr
     written = sorted(p.name for p in (tmp_path / "out").iterdir() if p.name.startswith("part-"))
     assert len(written) == 60
@@ -313,8 +443,18 @@ def test_publish_rejects_malformed_counts(tmp_path):
         record.update(bad)
         (tmp_path / "bad.ndjson").write_text(json.dumps(record) + "\n")
         env = {k: v for k, v in _server_env(keys, "A", 3).items() if "PRIVATE" not in k and "SECRET" not in k}
-        result = run_inprocess(["publish", "--input-internal", str(tmp_path / "bad.ndjson"), "--input-external",
-                                str(tmp_path / "B" / "aggregate" / "data.ndjson"), "--output", str(tmp_path / "p")], env)
+        result = run_inprocess(
+            [
+                "publish",
+                "--input-internal",
+                str(tmp_path / "bad.ndjson"),
+                "--input-external",
+                str(tmp_path / "B" / "aggregate" / "data.ndjson"),
+                "--output",
+                str(tmp_path / "p"),
+            ],
+            env,
+        )
         assert result.exit_code == 1 and "refusing to publish" in result.stderr, (bad, result.output)
 
 

@@ -37,8 +37,12 @@ def run_chain(run, case: Case, schedule: str, work: Path) -> dict[str, Path]:
         for s in PEER:
             args = [stage, "--input", str(case.raw_path(s)), "--output", str(folders[s] / "internal" / stage)]
             if inputs:
-                args += ["--input-internal", str(folders[s] / "internal" / inputs / "data.ndjson"),
-                         "--input-external", str(folders[PEER[s]] / "internal" / inputs / "data.ndjson")]
+                args += [
+                    "--input-internal",
+                    str(folders[s] / "internal" / inputs / "data.ndjson"),
+                    "--input-external",
+                    str(folders[PEER[s]] / "internal" / inputs / "data.ndjson"),
+                ]
             env = server_env(case, s, schedule)
             if stage == "aggregate":
                 env.pop("EVALUATION_POINT")
@@ -46,11 +50,23 @@ def run_chain(run, case: Case, schedule: str, work: Path) -> dict[str, Path]:
             assert result.exit_code == 0, result.output
             assert result.stdout.startswith(f"Running {stage}\n")
     for s in PEER:
-        env = {k: v for k, v in server_env(case, s, schedule).items()
-               if k in ("N_DATA", "BATCH_ID", "SERVER_ID", "PUBLIC_KEY_HEX_INTERNAL", "PUBLIC_KEY_HEX_EXTERNAL")}
-        result = run(["publish", "--input-internal", str(folders[s] / "internal" / "aggregate" / "data.ndjson"),
-                      "--input-external", str(folders[PEER[s]] / "internal" / "aggregate" / "data.ndjson"),
-                      "--output", str(folders[s] / "processed")], env)
+        env = {
+            k: v
+            for k, v in server_env(case, s, schedule).items()
+            if k in ("N_DATA", "BATCH_ID", "SERVER_ID", "PUBLIC_KEY_HEX_INTERNAL", "PUBLIC_KEY_HEX_EXTERNAL")
+        }
+        result = run(
+            [
+                "publish",
+                "--input-internal",
+                str(folders[s] / "internal" / "aggregate" / "data.ndjson"),
+                "--input-external",
+                str(folders[PEER[s]] / "internal" / "aggregate" / "data.ndjson"),
+                "--output",
+                str(folders[s] / "processed"),
+            ],
+            env,
+        )
         assert result.exit_code == 0, result.output
     return folders
 
@@ -66,7 +82,9 @@ def test_chain(runner, case, schedule, tmp_path):
             assert produced == read_payloads(case.intermediate(s, stage, fixed)), f"{stage} of {s}"
         produced = json.loads((folders[s] / "internal" / "aggregate" / "data.ndjson").read_text())
         original = json.loads(case.intermediate(s, "aggregate", fixed).read_text())
-        assert [produced[k] for k in ("payload", "error", "total")] == [original[k] for k in ("payload", "error", "total")]
+        assert [produced[k] for k in ("payload", "error", "total")] == [
+            original[k] for k in ("payload", "error", "total")
+        ]
         published = json.loads((folders[s] / "processed" / "data.ndjson").read_text())
         assert published["payload"] == case.processed(s, fixed)["payload"]
         assert set(published) == {"id", "timestamp", "payload", "error", "total"}

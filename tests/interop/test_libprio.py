@@ -145,7 +145,7 @@ def test_verify_packets_and_total_shares_match_libprio_bytes(libprio, n_data):
     for name in "AB":
         other = "B" if name == "A" else "A"
         ours_v2 = servers[name].verify2(opened[name], points, ours_v1[name], ours_v1[other])
-        assert [codec.pack_verify2(v) for v in ours_v2] == written["verify2"][name]
+        assert [v.to_bytes() for v in ours_v2] == written["verify2"][name]
     for name in "AB":
         total = TotalShare(n_data, name)
         total.add(servers[name].data_shares([p for p, ok in zip(opened[name], valid) if ok]))

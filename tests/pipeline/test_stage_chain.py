@@ -9,6 +9,7 @@ import pytest
 from prio_processor.engine.server import Schedule
 from prio_processor.pipeline import stages
 from prio_processor.pipeline.tally import Tally
+
 from tests_support import vector_server
 from vectors import VECTORS, Case, full_chain_cases, read_payloads
 
@@ -35,16 +36,23 @@ def run_chain(case: Case, schedule: Schedule) -> tuple[dict, dict, dict]:
     for s in PEER:
         outputs["verify2", s], tallies["verify2", s] = [], Tally("verify2")
         stages.verify2(
-            servers[s], schedule, case.raw(s),
-            _index(outputs["verify1", s]), _index(outputs["verify1", PEER[s]]),
-            outputs["verify2", s].append, tallies["verify2", s],
+            servers[s],
+            schedule,
+            case.raw(s),
+            _index(outputs["verify1", s]),
+            _index(outputs["verify1", PEER[s]]),
+            outputs["verify2", s].append,
+            tallies["verify2", s],
         )
     aggregates = {}
     for s in PEER:
         tallies["aggregate", s] = Tally("aggregate")
         total = stages.aggregate(
-            servers[s], case.raw(s),
-            _index(outputs["verify2", s]), _index(outputs["verify2", PEER[s]]), tallies["aggregate", s],
+            servers[s],
+            case.raw(s),
+            _index(outputs["verify2", s]),
+            _index(outputs["verify2", PEER[s]]),
+            tallies["aggregate", s],
         )
         aggregates[s] = stages.aggregate_record(servers[s], total, tallies["aggregate", s])
     return outputs, tallies, aggregates
@@ -56,16 +64,23 @@ def test_chain_reproduces_original(case: Case, schedule: str):
     outputs, tallies, aggregates = run_chain(case, Schedule(schedule))
     for s in PEER:
         for stage in ("verify1", "verify2"):
-            assert _by_id(outputs[stage, s]) == read_payloads(case.intermediate(s, stage, fixed)), f"{stage} {s}"
+            assert _by_id(outputs[stage, s]) == read_payloads(case.intermediate(s, stage, fixed)), (
+                f"{stage} {s}"
+            )
         original = json.loads(case.intermediate(s, "aggregate", fixed).read_text())
         produced = aggregates[s]
         assert (produced["payload"], produced["error"], produced["total"]) == (
-            original["payload"], original["error"], original["total"],
+            original["payload"],
+            original["error"],
+            original["total"],
         )
     if not fixed:
         for s, per_stage in case.manifest.get("cli_counts", {}).items():
             for stage, counts in per_stage.items():
-                assert (tallies[stage, s].errors, tallies[stage, s].total) == (counts["error"], counts["total"])
+                assert (tallies[stage, s].errors, tallies[stage, s].total) == (
+                    counts["error"],
+                    counts["total"],
+                )
     for s in PEER:
         own, peer = aggregates[s], aggregates[PEER[s]]
         published = stages.publish(case.config, "AB".index(s), [own], [peer])
@@ -100,7 +115,9 @@ def test_base64_crash_case_is_counted_not_fatal(server_id, rejected):
     """The original crashed on bad padding after two lines; we count it and go on."""
     case = Case(VECTORS / "prg-hashed" / "d_base64_crash")
     produced, tally = [], Tally("verify1")
-    stages.verify1(vector_server(case, server_id), Schedule.SEQUENTIAL, case.raw(server_id), produced.append, tally)
+    stages.verify1(
+        vector_server(case, server_id), Schedule.SEQUENTIAL, case.raw(server_id), produced.append, tally
+    )
     assert tally.total == 4 and dict(tally.reasons) == rejected
     assert len(produced) == 4 - len(rejected)
     expected = read_payloads(case.intermediate(server_id, "verify1"))
@@ -133,12 +150,21 @@ def test_a_second_share_under_a_verified_id_is_not_counted():
         stages.verify1(servers[s], Schedule.FIXED, shares[s], out["verify1", s].append, Tally("verify1"))
     for s in PEER:
         out["verify2", s] = []
-        stages.verify2(servers[s], Schedule.FIXED, shares[s], _index(out["verify1", s]),
-                       _index(out["verify1", PEER[s]]), out["verify2", s].append, Tally("verify2"))
+        stages.verify2(
+            servers[s],
+            Schedule.FIXED,
+            shares[s],
+            _index(out["verify1", s]),
+            _index(out["verify1", PEER[s]]),
+            out["verify2", s].append,
+            Tally("verify2"),
+        )
     totals = {}
     for s in PEER:
         tally = Tally("aggregate")
-        total = stages.aggregate(servers[s], shares[s], _index(out["verify2", s]), _index(out["verify2", PEER[s]]), tally)
+        total = stages.aggregate(
+            servers[s], shares[s], _index(out["verify2", s]), _index(out["verify2", PEER[s]]), tally
+        )
         totals[s] = stages.aggregate_record(servers[s], total, tally)
     published = stages.publish(cfg, 0, [totals["A"]], [totals["B"]])
     assert published["payload"] == case.manifest["expected_published_payload"]

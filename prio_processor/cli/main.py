@@ -1,0 +1,75 @@
+"""The `prio` group. Commands are imported only when run, so that `prio --help` and
+`prio bucket ...` start fast and load neither numpy nor the Prio engine."""
+
+from __future__ import annotations
+
+import importlib
+from importlib.metadata import PackageNotFoundError, version
+
+import click
+
+# name -> ("module:attribute", one-line help shown by `prio --help`).
+COMMANDS: dict[str, tuple[str, str]] = {
+    "shared-seed": ("prio_processor.cli.commands:shared_seed", "Generate a shared server secret in base64."),
+    "keygen": ("prio_processor.cli.commands:keygen", "Generate a curve25519 key pair as json."),
+    "encode-shares": (
+        "prio_processor.cli.commands:encode_shares",
+        "Encode plaintext client data into encrypted shares for servers A and B.",
+    ),
+    "verify1": ("prio_processor.cli.commands:verify1", "Decode a batch of shares"),
+    "verify2": ("prio_processor.cli.commands:verify2", "Verify a batch of SNIPs"),
+    "aggregate": (
+        "prio_processor.cli.commands:aggregate",
+        "Generate an aggregate share from a batch of verified SNIPs",
+    ),
+    "publish": (
+        "prio_processor.cli.commands:publish",
+        "Generate a final aggregate from both servers' aggregate shares",
+    ),
+    "bucket": (
+        "prio_processor.cli.bucket:bucket",
+        "Storage operations on local folders and gs:// buckets, for the bin/ scripts.",
+    ),
+    "batches": ("prio_processor.cli.integration:batches", 'Print "<batch_id> <n_data>" for every batch.'),
+    "integration": (
+        "prio_processor.cli.integration:integration_group",
+        "Deterministic test data for both servers, and the check of what they published.",
+    ),
+}
+
+
+class LazyGroup(click.Group):
+    """A group whose commands live in modules imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(COMMANDS) | set(self.commands))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.commands:
+            return self.commands[cmd_name]
+        if cmd_name not in COMMANDS:
+            return None
+        module_name, attribute = COMMANDS[cmd_name][0].split(":")
+        command = getattr(importlib.import_module(module_name), attribute)
+        self.commands[cmd_name] = command
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The command list from COMMANDS, without importing the commands."""
+        rows = [(name, COMMANDS[name][1]) for name in self.list_commands(ctx) if name in COMMANDS]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+def _version() -> str:
+    try:
+        return version("prio-processor")
+    except PackageNotFoundError:  # running from a source tree
+        return "unknown"
+
+
+@click.group(cls=LazyGroup)
+@click.version_option(_version(), "--version", prog_name="prio", message="%(prog)s %(version)s")
+def entry_point() -> None:
+    """Prio servers' batch stages: verify client shares, aggregate, publish."""

@@ -1,0 +1,344 @@
+"""Running a stage over locations: reading part files, naming outputs, atomic writes, the rejects list.
+
+Every front end (`prio`, `bin/` through it, the Spark adapter) runs stages
+through here, so outputs and the rejects list look the same everywhere:
+
+* verify1 and encode-shares write one output per input part, named like it;
+  verify2 does the same when --input-internal is a folder, and otherwise writes
+  one file named like --input-internal; aggregate and publish write one file
+  named like --input-internal (`aggregate.ndjson` / `publish.ndjson` for folders).
+* Output folders hold nothing else. The rejects list, {id, reason, detail}
+  per rejected record, goes only where asked (`rejects`): to that file if its
+  name ends in .ndjson or .json, else into that folder as
+  `rejects-<stage>-<server>.ndjson` (`rejects-encode-shares.ndjson`).
+* Writes are atomic, and temporary files a killed run left in an output folder
+  are removed when the next run starts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from ..engine.client import Client
+from ..engine.config import Config
+from ..engine.server import Schedule, Server
+from ..storage import Location, RecordWriter, location, read_all
+from . import stages
+from .errors import InputError
+from .settings import SettingsCheck
+from .tally import RejectSink, Tally
+
+Progress = Callable[[int], None]
+Record = dict[str, Any]
+
+STAGES = ("encode-shares", "verify1", "verify2", "aggregate", "publish")
+REJECTS_SUFFIXES = (".ndjson", ".json")
+
+
+def _no_progress(count: int) -> None:
+    """Progress is shown only where a front end asks for it."""
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """A stage's inputs: files or folders of part files, local or gs://."""
+
+    shares: Location | None = None  # --input: client data (encode-shares) or shares
+    internal: Location | None = None  # --input-internal: this server's previous stage
+    external: Location | None = None  # --input-external: the partner's previous stage
+
+
+def rejects_name(stage: str, server_id: str | None) -> str:
+    return f"rejects-{stage}-{server_id}.ndjson" if server_id else f"rejects-{stage}.ndjson"
+
+
+def rejects_file(rejects: Location, stage: str, server_id: str | None) -> Location:
+    """The file a stage lists its rejects in: `rejects` itself when named like a JSON lines
+    file, else a file named after the stage (and server) in the folder `rejects`."""
+    if rejects.name.endswith(REJECTS_SUFFIXES):
+        return rejects
+    return rejects.join(rejects_name(stage, server_id))
+
+
+def run_stage(
+    stage: str,
+    party: Server | Client | tuple[Config, str],
+    inputs: Inputs,
+    output: Location,
+    rejects: Location | None = None,
+    *,
+    schedule: Schedule = Schedule.SEQUENTIAL,
+    output_b: Location | None = None,
+    prec: int | None = None,
+    min_batch_size: int = 0,
+    progress: Progress = _no_progress,
+) -> tuple[Tally, Record | None]:
+    """Run one stage; returns its tally and, for aggregate and publish, the record written.
+
+    `party` is the Server for verify1, verify2 and aggregate, the Client for
+    encode-shares (with `output` for A and `output_b` for B), and
+    (configuration, server id) for publish, which needs no secret.
+    """
+    if stage == "encode-shares":
+        if not isinstance(party, Client) or output_b is None:
+            raise TypeError("encode-shares runs with a Client and needs output_b")
+        return encode_shares(party, _need(inputs.shares), output, output_b, rejects, prec, progress), None
+    if stage == "publish":
+        if not isinstance(party, tuple):
+            raise TypeError("publish runs with (configuration, server id)")
+        config, server_id = party
+        return publish(
+            config,
+            server_id,
+            _need(inputs.internal),
+            _need(inputs.external),
+            output,
+            rejects,
+            min_batch_size,
+            prec,
+        )
+    if not isinstance(party, Server):
+        raise TypeError(f"{stage} runs with a Server")
+    if stage == "verify1":
+        return verify1(party, schedule, _need(inputs.shares), output, rejects, progress), None
+    if stage == "verify2":
+        return verify2(party, schedule, inputs, output, rejects, progress), None
+    if stage == "aggregate":
+        return aggregate(party, inputs, output, rejects, progress)
+    raise ValueError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
+
+
+def _need(loc: Location | None) -> Location:
+    if loc is None:
+        raise ValueError("this stage needs that input")
+    return loc
+
+
+def input_parts(loc: Location, option: str) -> list[Location]:
+    """The data files of an input; a missing or empty input is an InputError."""
+    if not loc.is_file() and not loc.is_dir():
+        raise InputError(f"{option}: {loc} does not exist")
+    parts = loc.parts()
+    if not parts:
+        raise InputError(f"{option}: {loc} holds no data files (part-*, *.json, *.ndjson, *.parquet)")
+    return parts
+
+
+def output_folder(loc: Location, option: str = "--output") -> Location:
+    """An output folder, cleared of the temporary files a killed run left in it."""
+    if loc.is_file():
+        raise InputError(f"{option} {loc} is a file, expected a folder")
+    loc.clear_stale_temporaries()
+    return loc
+
+
+def _parent_uri(loc: Location) -> str:
+    return loc.uri.rstrip("/").rsplit("/", 1)[0]
+
+
+@contextlib.contextmanager
+def rejects_sink(
+    rejects: Location | None, stage: str, server_id: str | None, outputs: Iterable[Location]
+) -> Iterator[RejectSink]:
+    """Where a stage's rejects go: a file (see `rejects_file`), or nowhere (only counted)."""
+    if rejects is None:
+        yield lambda entry: None
+        return
+    target = rejects_file(rejects, stage, server_id)
+    if any(_parent_uri(target) == out.uri.rstrip("/") for out in outputs):
+        raise InputError("--rejects must not be in an output folder: outputs hold only what the stage writes")
+    if target.is_dir():
+        raise InputError(f"--rejects {target} is a folder, expected a file")
+    folder = location(_parent_uri(target))
+    folder.clear_stale_temporaries([target.name])
+    with RecordWriter(target) as writer:
+        yield writer.write
+
+
+class PartOutputs:
+    """Output files named after input parts, one open at a time.
+
+    The stream marks the end of each part so the stage writes out its pending
+    batch; records then always belong to the file that is open.
+    """
+
+    def __init__(self, folder: Location, names: list[str]) -> None:
+        self._folder = folder
+        self._names = names
+        self._writer: RecordWriter | None = None
+        self._name: str | None = None
+
+    def stream(self, parts: list[Location], max_line: int, progress: Progress) -> Iterator[Any]:
+        for part, name in zip(parts, self._names):
+            if name != self._name:
+                self._close(None)
+                self._writer = RecordWriter(self._folder.join(name)).__enter__()
+                self._name = name
+            yield from _counted(read_all([part], max_line), progress)
+            yield stages.END_OF_PART
+
+    def sink(self, record: Record) -> None:
+        assert self._writer is not None
+        self._writer.write(record)
+
+    def _close(self, exc: BaseException | None) -> None:
+        if self._writer is not None:
+            writer, self._writer = self._writer, None
+            writer.__exit__(type(exc) if exc else None, exc, None)
+
+    def __enter__(self) -> PartOutputs:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        self._close(exc)
+
+
+def _counted(records: Iterable[Any], progress: Progress) -> Iterator[Any]:
+    for record in records:
+        progress(1)
+        yield record
+
+
+def _named(folder: Location, source: Location, fallback: str) -> Location:
+    return folder.join(source.name if source.is_file() else fallback)
+
+
+def encode_shares(
+    client: Client,
+    source: Location,
+    output_a: Location,
+    output_b: Location,
+    rejects: Location | None = None,
+    prec: int | None = None,
+    progress: Progress = _no_progress,
+) -> Tally:
+    parts = input_parts(source, "--input")
+    folder_a, folder_b = output_folder(output_a, "--output-A"), output_folder(output_b, "--output-B")
+    max_line = stages.max_line_bytes(client.config)
+    with rejects_sink(rejects, "encode-shares", None, (folder_a, folder_b)) as sink:
+        tally = Tally("encode-shares", sink)
+        for part in parts:
+            with (
+                RecordWriter(folder_a.join(part.name)) as out_a,
+                RecordWriter(folder_b.join(part.name)) as out_b,
+            ):
+                records = _counted(read_all([part], max_line), progress)
+                stages.encode_shares(client, records, out_a.write, out_b.write, tally, prec)
+    return tally
+
+
+def verify1(
+    server: Server,
+    schedule: Schedule,
+    source: Location,
+    output: Location,
+    rejects: Location | None = None,
+    progress: Progress = _no_progress,
+) -> Tally:
+    parts = input_parts(source, "--input")
+    folder = output_folder(output)
+    with rejects_sink(rejects, "verify1", server.server_id, (folder,)) as sink:
+        tally = Tally("verify1", sink)
+        # One point stream for the whole run, across parts, as the original's one server.
+        with PartOutputs(folder, [part.name for part in parts]) as outputs:
+            stream = outputs.stream(parts, stages.max_line_bytes(server.config), progress)
+            stages.verify1(server, schedule, stream, outputs.sink, tally)
+    return tally
+
+
+@contextlib.contextmanager
+def _joined_inputs(
+    server: Server, previous: str, inputs: Inputs, tally: Tally, check: SettingsCheck, max_line: int
+) -> Iterator[tuple[stages.Index, stages.Index]]:
+    """Both servers' `previous`-stage packets indexed by id, their settings checked; closed after."""
+    internal_parts = input_parts(_need(inputs.internal), "--input-internal")
+    external_parts = input_parts(_need(inputs.external), "--input-external")
+    with contextlib.ExitStack() as stack:
+        internal = stack.enter_context(
+            stages.load_index(read_all(internal_parts, max_line), tally, check, f"this server's {previous}")
+        )
+        external = stack.enter_context(
+            stages.load_index(read_all(external_parts, max_line), tally, check, f"the partner's {previous}")
+        )
+        yield internal, external
+
+
+def verify2(
+    server: Server,
+    schedule: Schedule,
+    inputs: Inputs,
+    output: Location,
+    rejects: Location | None = None,
+    progress: Progress = _no_progress,
+) -> Tally:
+    parts = input_parts(_need(inputs.shares), "--input")
+    internal_loc = _need(inputs.internal)
+    folder = output_folder(output)
+    max_line = stages.max_line_bytes(server.config)
+    with rejects_sink(rejects, "verify2", server.server_id, (folder,)) as sink:
+        tally = Tally("verify2", sink)
+        check = SettingsCheck(server, schedule)
+        with _joined_inputs(server, "verify1", inputs, tally, check, max_line) as (internal, external):
+            names = (
+                [internal_loc.name] * len(parts) if internal_loc.is_file() else [part.name for part in parts]
+            )
+            with PartOutputs(folder, names) as outputs:
+                stream = outputs.stream(parts, max_line, progress)
+                stages.verify2(server, schedule, stream, internal, external, outputs.sink, tally)
+    return tally
+
+
+def aggregate(
+    server: Server,
+    inputs: Inputs,
+    output: Location,
+    rejects: Location | None = None,
+    progress: Progress = _no_progress,
+) -> tuple[Tally, Record]:
+    parts = input_parts(_need(inputs.shares), "--input")
+    internal_loc = _need(inputs.internal)
+    folder = output_folder(output)
+    max_line = stages.max_line_bytes(server.config)
+    with rejects_sink(rejects, "aggregate", server.server_id, (folder,)) as sink:
+        tally = Tally("aggregate", sink)
+        check = SettingsCheck(server, None)
+        with _joined_inputs(server, "verify2", inputs, tally, check, max_line) as (internal, external):
+            shares = _counted(read_all(parts, max_line), progress)
+            total = stages.aggregate(server, shares, internal, external, tally)
+    record = stages.aggregate_record(server, total, tally, check.schedule)
+    with RecordWriter(_named(folder, internal_loc, "aggregate.ndjson")) as out:
+        out.write(record)
+    return tally, record
+
+
+def publish(
+    config: Config,
+    server_id: str,
+    internal: Location,
+    external: Location,
+    output: Location,
+    rejects: Location | None = None,
+    min_batch_size: int = 0,
+    prec: int | None = None,
+) -> tuple[Tally, Record]:
+    """Publish refuses bad aggregates instead of rejecting records: its rejects list stays empty."""
+    internal_parts = input_parts(internal, "--input-internal")
+    external_parts = input_parts(external, "--input-external")
+    folder = output_folder(output)
+    max_line = stages.max_line_bytes(config)
+    with rejects_sink(rejects, "publish", server_id, (folder,)) as sink:
+        tally = Tally("publish", sink)
+        record = stages.publish(
+            config,
+            "AB".index(server_id),
+            read_all(internal_parts, max_line),
+            read_all(external_parts, max_line),
+            min_batch_size,
+            prec,
+        )
+    with RecordWriter(_named(folder, internal, "publish.ndjson")) as out:
+        out.write(record)
+    return tally, record
