@@ -1,34 +1,206 @@
-# shellcheck shell=bash
-# Shared by the bin/ scripts (sourced, not run).
+# shellcheck shell=bash disable=SC2034  # (its constants are used by the scripts that source it)
+# Shared by the bin/ scripts (sourced, not run): flags, variables, logging,
+# the bucket layout and the one place a stage command is launched.
 
-# Fail at once, naming every required variable that is unset or empty.
-require() {
-    local missing=()
-    local name
-    for name in "$@"; do
-        if [[ -z "${!name:-}" ]]; then
-            missing+=("$name")
+script_name=${0##*/}
+
+# ---------------------------------------------------------------- logging
+
+# log MESSAGE...: one line on stderr naming the script and server (no forks).
+log() {
+    TZ=UTC printf '[%(%H:%M:%S)T] %s%s: %s\n' -1 "$script_name" "${SERVER_ID:+ $SERVER_ID}" "$*" >&2
+}
+
+# log_batch BATCH_ID MESSAGE...
+log_batch() {
+    local batch_id=$1
+    shift
+    log "batch ${batch_id}: $*"
+}
+
+# The last part of a pipeline runs in this shell, so that `prefixed` can set variables.
+shopt -s lastpipe
+
+# prefixed LABEL COMMAND...: run COMMAND with each line it prints logged under LABEL;
+# sets stage_total to M of its summary line "N errors out of M total".
+prefixed() {
+    local label=$1 line
+    shift
+    stage_total=
+    "$@" 2>&1 | while IFS= read -r line; do
+        if [[ $line =~ ^[0-9]+\ errors\ out\ of\ ([0-9]+)\ total ]]; then
+            stage_total=${BASH_REMATCH[1]}
+        fi
+        log "${label}: ${line}"
+    done
+    return "${PIPESTATUS[0]}"
+}
+
+# timed LABEL COMMAND...: run COMMAND and log how long it took.
+timed() {
+    local label=$1 start=$SECONDS
+    shift
+    "$@"
+    log "$label took $((SECONDS - start))s"
+}
+
+die() {
+    log "$*"
+    exit 2
+}
+
+# ------------------------------------------------------- flags and help
+
+# The comment block under the shebang, without its leading "# ".
+usage() {
+    local line
+    while IFS= read -r line; do
+        [[ $line == '#!'* ]] && continue
+        [[ $line == '#'* ]] || break
+        line=${line#\#}
+        printf '%s\n' "${line# }"
+    done <"$0"
+}
+
+# parse_flags "SPEC..." ARGS...: set variables from long flags; --help prints the usage.
+# SPEC is a space-separated list of `--name=variable` (takes a value, also as
+# --name=VALUE) and `--name:variable` (a switch: sets variable to true).
+parse_flags() {
+    local -A takes_value=() switch=()
+    local spec flag value
+    for spec in $1; do
+        if [[ $spec == *=* ]]; then
+            takes_value[${spec%%=*}]=${spec#*=}
+        else
+            switch[${spec%%:*}]=${spec#*:}
         fi
     done
+    shift
+    while (($#)); do
+        flag=$1
+        shift
+        case $flag in
+            -h | --help) usage; exit 0 ;;
+            '') die "unknown argument: '' (see --help)" ;;
+        esac
+        if [[ $flag == --*=* && -n ${takes_value[${flag%%=*}]:-} ]]; then
+            printf -v "${takes_value[${flag%%=*}]}" '%s' "${flag#*=}"
+        elif [[ -n ${takes_value[$flag]:-} ]]; then
+            (($#)) || die "$flag needs a value (see --help)"
+            value=$1
+            shift
+            printf -v "${takes_value[$flag]}" '%s' "$value"
+        elif [[ -n ${switch[$flag]:-} ]]; then
+            printf -v "${switch[$flag]}" '%s' true
+        else
+            die "unknown argument: $flag (see --help)"
+        fi
+    done
+}
+
+# --------------------------------------------------- variables and checks
+
+missing=()
+problems=()
+
+# need NAME...: note every variable that is unset or empty.
+need() {
+    local name
+    for name in "$@"; do
+        [[ -n ${!name:-} ]] || missing+=("$name")
+    done
+}
+
+# need_one_of NAME OTHER: one of two ways to give a value (a secret or its file).
+need_one_of() {
+    if [[ -n ${!1:-} && -n ${!2:-} ]]; then
+        problems+=("give only one of $1 and $2")
+    elif [[ -z ${!1:-} && -z ${!2:-} ]]; then
+        missing+=("$1 (or $2)")
+    fi
+}
+
+# check NAME PATTERN DESCRIPTION: note a problem unless $NAME matches the regex (when set).
+# Never prints the value: some variables hold secrets.
+check() {
+    local name=$1 pattern=$2 description=$3
+    if [[ -n ${!name:-} && ! ${!name} =~ ^($pattern)$ ]]; then
+        problems+=("$name must be $description")
+    fi
+}
+
+# Report every missing variable and every problem at once; exit 2 if any.
+check_done() {
     if ((${#missing[@]})); then
-        echo "$(basename "$0"): missing required variable(s): ${missing[*]}" >&2
+        log "missing required variable(s): ${missing[*]}"
+    fi
+    local problem
+    for problem in "${problems[@]}"; do
+        log "$problem"
+    done
+    if ((${#missing[@]} + ${#problems[@]})); then
         exit 2
     fi
 }
 
+readonly HEX_KEY='[0-9A-Fa-f]{64}'
+readonly INTEGER='[0-9]+'
+readonly NUMBER='[0-9]+(\.[0-9]+)?'
+# Names that become one path component: as batch ids (prio_processor/dataconfig.py).
+readonly PATH_NAME='[A-Za-z0-9][A-Za-z0-9._-]{0,127}'
+readonly DATE='[0-9]{4}-[0-9]{2}-[0-9]{2}'
+
 today_utc() {
-    date -u +%Y-%m-%d
+    TZ=UTC printf '%(%Y-%m-%d)T' -1
 }
 
-log() {
-    echo "[$(date -u +%H:%M:%S)] $(basename "$0")${SERVER_ID:+ $SERVER_ID}: $*" >&2
+# Defaults and checks of the layout variables every script shares.
+check_layout_variables() {
+    : "${SUBMISSION_DATE:=$(today_utc)}"
+    check APP_NAME "$PATH_NAME" "1 to 128 letters, digits, '.', '_' or '-', starting with a letter or digit"
+    check SUBMISSION_DATE "$DATE" "a date as YYYY-MM-DD"
+    check BUCKET_PREFIX "$PATH_NAME(/$PATH_NAME)*" "folder names (as APP_NAME) joined by '/'"
 }
 
-# Run a command and log how long it took.
-timed() {
-    local label=$1
+# --------------------------------------------------------- bucket layout
+
+# Each server's data lives in its buckets under the prefix named after the
+# partner's public key:
+#   BUCKET/BUCKET_PREFIX/<partner key>/APP_NAME/SUBMISSION_DATE/
+#       raw/shares/batch_id=<id>/             client shares (private bucket)
+#       intermediate/internal/<stage>/...     this server's packets (private bucket)
+#       intermediate/external/<stage>/...     the partner's packets (shared bucket)
+#       processed/publish/batch_id=<id>/      published totals (private bucket)
+#       rejects/<stage>/batch_id=<id>/        rejected records (private bucket)
+readonly RAW_SHARES=raw/shares
+readonly INTERNAL=intermediate/internal
+readonly EXTERNAL=intermediate/external
+readonly PUBLISHED=processed/publish
+readonly REJECTED=rejects
+
+# data_root BUCKET PARTNER_KEY: print that root.
+data_root() {
+    printf '%s/%s/%s/%s/%s\n' "${1%/}" "$BUCKET_PREFIX" "${2^^}" "$APP_NAME" "$SUBMISSION_DATE"
+}
+
+# ------------------------------------------------------------ commands
+
+# Which implementation runs the stages: `cli` (prio); `spark` is planned.
+readonly ENGINES='cli'
+
+# run_stage STAGE OPTION...: the one place a server stage is launched. The
+# secrets reach it through its environment only (never its arguments or any
+# other command), from a subshell so they stay unexported in this script.
+run_stage() {
+    local stage=$1
     shift
-    local start=$SECONDS
-    "$@"
-    log "$label took $((SECONDS - start))s"
+    (
+        local secret
+        for secret in PRIVATE_KEY_HEX PRIVATE_KEY_FILE SHARED_SECRET SHARED_SECRET_FILE; do
+            [[ -z ${!secret:-} ]] || export "${secret?}"
+        done
+        case ${ENGINE:?} in
+            cli) exec prio "$stage" "$@" ;;
+        esac
+    )
 }

@@ -6,31 +6,64 @@ import sys
 
 import click
 
-from .. import integration
+from .. import dataconfig, integration
 from ..engine.prg import PrgKeying
-from ..storage import location
+from ..storage import location, ops
 from . import options
-from .commands import _storage_errors, entry_point
+from .base import storage_errors as _storage_errors
+from .main import entry_point
 
 data_config_option = click.option(
-    "--data-config", envvar="DATA_CONFIG", required=True,
-    help="A JSON file (local or gs://) listing the batches as [{\"batch_id\": ..., \"n_data\": ...}].",
+    "--data-config",
+    envvar="DATA_CONFIG",
+    required=True,
+    help='A JSON file (local or gs://) listing the batches as [{"batch_id": ..., "n_data": ...}]; '
+    "ids are 1 to 128 letters, digits, '.', '_' or '-', starting with a letter or digit.",
 )
-n_rows_option = click.option("--n-rows", type=click.IntRange(min=1), default=100, show_default=True,
-                             help="Number of rows to generate per batch.")
-n_drop_option = click.option("--n-drop-batch", type=click.IntRange(min=0), default=0, show_default=True,
-                             help="Number of batch ids to drop (those that sort last).")
+n_rows_option = click.option(
+    "--n-rows",
+    type=click.IntRange(min=1),
+    default=100,
+    show_default=True,
+    help="Number of rows to generate per batch.",
+)
+n_drop_option = click.option(
+    "--n-drop-batch",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Number of batch ids to drop (those that sort last).",
+)
 
 
 @entry_point.command()
 @data_config_option
-def batches(data_config: str) -> None:
-    """Print "<batch_id> <n_data>" for every batch of DATA_CONFIG."""
+@click.option(
+    "--input",
+    "inputs",
+    metavar="FOLDER",
+    multiple=True,
+    help="Also say whether FOLDER/batch_id=<id> holds data, for each FOLDER (repeatable).",
+)
+def batches(data_config: str, inputs: tuple[str, ...]) -> None:
+    """Print "<batch_id> <n_data>" for every batch of DATA_CONFIG, after checking all of it.
+
+    With --input, each line goes on with "ready" when every FOLDER/batch_id=<id>
+    holds data, or "missing <path>" naming the first that does not: one call
+    answers for every batch of a stage.
+    """
     with _storage_errors():
-        for batch in integration.load_data_config(location(data_config)):
-            if any(c.isspace() for c in batch.batch_id):
-                raise options.ConfigError(f"batch id {batch.batch_id!r} contains white space")
-            click.echo(f"{batch.batch_id} {batch.n_data}")
+        lines = []
+        for batch in dataconfig.load(location(data_config)):
+            line = f"{batch.batch_id} {batch.n_data}"
+            if inputs:
+                missing = ops.first_missing(
+                    [location(folder).join(f"batch_id={batch.batch_id}") for folder in inputs]
+                )
+                line += " ready" if missing is None else f" missing {missing}"
+            lines.append(line)
+    for line in lines:
+        click.echo(line)
 
 
 @entry_point.group("integration")
@@ -43,12 +76,26 @@ def integration_group() -> None:
 @options.public_key
 @options.output_2
 @n_rows_option
-@click.option("--n-partitions", type=click.IntRange(min=1), default=2, show_default=True,
-              help="Number of part files per batch.")
+@click.option(
+    "--n-partitions",
+    type=click.IntRange(min=1),
+    default=2,
+    show_default=True,
+    help="Number of part files per batch.",
+)
 @n_drop_option
 @options.prg_keying
-def generate(data_config, public_key_hex_internal, public_key_hex_external, output_a, output_b, n_rows,
-             n_partitions, n_drop_batch, prg_keying) -> None:
+def generate(
+    data_config: str,
+    public_key_hex_internal: str,
+    public_key_hex_external: str,
+    output_a: str,
+    output_b: str,
+    n_rows: int,
+    n_partitions: int,
+    n_drop_batch: int,
+    prg_keying: str,
+) -> None:
     """Generate test shares from a data config (internal key = server A's, external = B's).
 
     Each kept batch gets n_rows - 1 clients with payload[i] = 1 if i % 3 == 0 or
@@ -59,8 +106,15 @@ def generate(data_config, public_key_hex_internal, public_key_hex_external, outp
     key_b = options.public_key_from_hex(public_key_hex_external, "--public-key-hex-external")
     with _storage_errors():
         written = integration.generate(
-            integration.load_data_config(location(data_config)), key_a, key_b, location(output_a),
-            location(output_b), n_rows, n_partitions, n_drop_batch, PrgKeying(prg_keying),
+            dataconfig.load(location(data_config)),
+            key_a,
+            key_b,
+            location(output_a),
+            location(output_b),
+            n_rows,
+            n_partitions,
+            n_drop_batch,
+            PrgKeying(prg_keying),
         )
     for batch_id, rows in written.items():
         click.echo(f"generated {rows} rows for batch {batch_id}")
@@ -72,14 +126,18 @@ def generate(data_config, public_key_hex_internal, public_key_hex_external, outp
 @click.option("--published-B", "published_b", required=True, help="Server B's processed/publish folder.")
 @n_rows_option
 @n_drop_option
-def check(data_config, published_a, published_b, n_rows, n_drop_batch) -> None:
+def check(data_config: str, published_a: str, published_b: str, n_rows: int, n_drop_batch: int) -> None:
     """Check that both servers published the expected counts for every generated batch."""
     with _storage_errors():
-        batches_ = integration.load_data_config(location(data_config))
-        problems = integration.check(batches_, location(published_a), location(published_b), n_rows, n_drop_batch)
+        batches_ = dataconfig.load(location(data_config))
+        problems = integration.check(
+            batches_, location(published_a), location(published_b), n_rows, n_drop_batch
+        )
         for batch in integration.kept_batches(batches_, n_drop_batch):
             if not problems:
-                counts = integration.published_payload(location(published_a).join(f"batch_id={batch.batch_id}"))
+                counts = integration.published_payload(
+                    location(published_a).join(f"batch_id={batch.batch_id}")
+                )
                 click.echo(f"batch {batch.batch_id}: {counts}")
     for problem in problems:
         click.echo(f"MISMATCH {problem}", err=True)

@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
-from .locations import Location, StorageError
+from .locations import Location, StorageError, is_hidden
 
 SUCCESS_MARKER = "_SUCCESS"
+
+
+def is_shareable(name: str) -> bool:
+    """Whether sync copies the file at relative `name`: not a marker, side file or unfinished write.
+
+    A writer killed mid-write leaves a hidden `.<name>.*.tmp` beside its target
+    (private, and incomplete); markers and `_`-files are never data.
+    """
+    return not any(is_hidden(part) for part in name.split("/")) and not name.endswith(".tmp")
 
 
 def list_files(root: Location) -> list[str]:
@@ -21,11 +30,12 @@ def copy_file(source: Location, target: Location) -> None:
             dst.write(chunk)
 
 
-def sync(source: Location, target: Location, mark_success: bool = True) -> int:
-    """Make `target` hold exactly the files of `source`, then mark it complete.
+def sync(source: Location, target: Location, mark_success: bool = True, stamp: str = "") -> int:
+    """Make `target` hold exactly the shareable files of `source`, then mark it complete.
 
     The old marker goes first, so a reader never takes a half-synced folder
-    for a complete one. Returns the number of files copied.
+    for a complete one; the new one holds `stamp`, which names the inputs the
+    files were made from. Returns the number of files copied.
     """
     if not source.is_dir():
         raise StorageError(f"{source} is not a folder: nothing to sync")
@@ -33,7 +43,7 @@ def sync(source: Location, target: Location, mark_success: bool = True) -> int:
     marker = target.join(SUCCESS_MARKER)
     if marker.is_file():
         marker.delete()
-    wanted = {name for name in files if name != SUCCESS_MARKER}
+    wanted = {name for name in files if is_shareable(name)}
     for name, old in target.walk():
         if name not in wanted:
             old.delete()
@@ -41,7 +51,7 @@ def sync(source: Location, target: Location, mark_success: bool = True) -> int:
         copy_file(files[name], target.join(name))
     target.prune()
     if mark_success:
-        marker.write_bytes(b"")
+        marker.write_bytes(stamp.encode())
     return len(wanted)
 
 
@@ -61,6 +71,27 @@ def delete_all(root: Location) -> int:
     return len(files)
 
 
+def first_missing(folders: list[Location]) -> Location | None:
+    """The first of `folders` that holds no data file, or None when all of them do."""
+    return next((folder for folder in folders if not folder.has_data()), None)
+
+
+def _marker_ready(marker: Location, stamp: str | None, report: Callable[[str], None]) -> bool:
+    """Whether `marker` exists and, when a stamp is expected, is for those inputs.
+
+    An empty marker (the original's servers write empty ones) is accepted.
+    """
+    if stamp is None:
+        return marker.is_file()
+    if not marker.is_file():
+        return False
+    found = marker.read_bytes().decode("utf-8", "replace").strip()
+    if found in ("", stamp):
+        return True
+    report(f"{marker} is for other inputs ({found}, here {stamp}): waiting for the partner's current run")
+    return False
+
+
 def wait_for(
     target: Location,
     retry_limit: int,
@@ -68,16 +99,17 @@ def wait_for(
     backoff: float,
     sleep: Callable[[float], None] = time.sleep,
     report: Callable[[str], None] = lambda _: None,
+    stamp: str | None = None,
 ) -> bool:
-    """Wait until `target` exists, sleeping retry_delay * backoff**k between looks.
+    """Wait until `target` exists (holding `stamp`, if given), sleeping retry_delay * backoff**k.
 
     Gives up (returns False) after retry_limit + 1 sleeps, as the original did.
     """
     delay = retry_delay
     for attempt in range(retry_limit + 1):
-        if target.is_file():
+        if _marker_ready(target, stamp, report):
             return True
         report(f"waiting {delay:g}s for {target} (attempt {attempt + 1} of {retry_limit + 1})")
         sleep(delay)
         delay *= backoff
-    return target.is_file()
+    return _marker_ready(target, stamp, report)

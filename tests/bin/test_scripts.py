@@ -16,6 +16,33 @@ ROOT = Path(__file__).resolve().parents[2]
 BIN = ROOT / "bin"
 VENV_BIN = Path(sys.executable).parent
 SMALL_CONFIG = ROOT / "config" / "test-small.json"
+SCRIPTS = ("cleanup", "generate", "process", "integrate")
+
+_SCRIPT_VARIABLES = {
+    "APP_NAME",
+    "SUBMISSION_DATE",
+    "BUCKET_PREFIX",
+    "DATA_CONFIG",
+    "SERVER_ID",
+    "SHARED_SECRET",
+    "PRIVATE_KEY_HEX",
+    "PRIVATE_KEY_FILE",
+    "SHARED_SECRET_FILE",
+    "PUBLIC_KEY_HEX_INTERNAL",
+    "PUBLIC_KEY_HEX_EXTERNAL",
+    "BUCKET_INTERNAL_PRIVATE",
+    "BUCKET_INTERNAL_SHARED",
+    "BUCKET_EXTERNAL_SHARED",
+    "BUCKET_EXTERNAL_PRIVATE",
+    "RETRY_LIMIT",
+    "RETRY_DELAY",
+    "RETRY_BACKOFF_EXPONENT",
+    "PRG_KEYING",
+    "EVALUATION_POINT",
+    "ENGINE",
+    "STORAGE_EMULATOR_HOST",
+    "REJECTS",
+}
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -25,111 +52,478 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
-_SCRIPT_VARIABLES = {
-    "APP_NAME", "SUBMISSION_DATE", "BUCKET_PREFIX", "DATA_CONFIG", "SERVER_ID", "SHARED_SECRET", "PRIVATE_KEY_HEX",
-    "PUBLIC_KEY_HEX_INTERNAL", "PUBLIC_KEY_HEX_EXTERNAL", "BUCKET_INTERNAL_PRIVATE", "BUCKET_INTERNAL_SHARED",
-    "BUCKET_EXTERNAL_SHARED", "BUCKET_EXTERNAL_PRIVATE", "RETRY_LIMIT", "RETRY_DELAY", "RETRY_BACKOFF_EXPONENT",
-    "PRG_KEYING", "EVALUATION_POINT", "STORAGE_EMULATOR_HOST",
-}
-
-
 def _prio(*args: str) -> str:
     return subprocess.run([str(VENV_BIN / "prio"), *args], check=True, capture_output=True, text=True).stdout
+
+
+# Two batches: test-0 gets data, test-1 (sorting last) is dropped by generate and skipped by the servers.
+TWO_BATCHES = [{"batch_id": "test-0", "n_data": 10}, {"batch_id": "test-1", "n_data": 3}]
+DATE = "2026-11-27"
 
 
 class Deployment:
     """Two servers' buckets as local folders, fresh keys, and the environments of admin, A and B."""
 
-    def __init__(self, root: Path, n_rows: int = 12) -> None:
+    def __init__(self, root: Path, n_rows: int = 12, batches: list | None = None) -> None:
+        root.mkdir(parents=True, exist_ok=True)
         self.root = root
         self.n_rows = n_rows
+        self.data_config = root / "data-config.json"
+        self.data_config.write_text(json.dumps(batches or TWO_BATCHES))
         keys = {s: json.loads(_prio("keygen")) for s in "AB"}
         self.keys = keys
-        seed = json.loads(_prio("shared-seed"))["shared_seed"]
-        common = {"APP_NAME": "test-app", "SUBMISSION_DATE": "2026-11-27", "BUCKET_PREFIX": "test-app/v1",
-                  "DATA_CONFIG": str(SMALL_CONFIG), "RETRY_LIMIT": "8", "RETRY_DELAY": "0.5",
-                  "RETRY_BACKOFF_EXPONENT": "2"}
-        bucket = {name: str(root / name) for name in ("a-private", "a-shared", "b-private", "b-shared")}
+        self.seed = json.loads(_prio("shared-seed"))["shared_seed"]
+        common = {
+            "APP_NAME": "test-app",
+            "SUBMISSION_DATE": DATE,
+            "BUCKET_PREFIX": "test-app/v1",
+            "DATA_CONFIG": str(self.data_config),
+            "RETRY_LIMIT": "8",
+            "RETRY_DELAY": "0.25",
+            "RETRY_BACKOFF_EXPONENT": "2",
+        }
+        bucket = {name: root / name for name in ("a-private", "a-shared", "b-private", "b-shared")}
         self.bucket = bucket
-        self.admin = _env(**common, PUBLIC_KEY_HEX_INTERNAL=keys["A"]["public_key"],
-                          PUBLIC_KEY_HEX_EXTERNAL=keys["B"]["public_key"],
-                          BUCKET_INTERNAL_PRIVATE=bucket["a-private"], BUCKET_EXTERNAL_PRIVATE=bucket["b-private"])
+        self.admin = _env(
+            **common,
+            PUBLIC_KEY_HEX_INTERNAL=keys["A"]["public_key"],
+            PUBLIC_KEY_HEX_EXTERNAL=keys["B"]["public_key"],
+            BUCKET_INTERNAL_PRIVATE=str(bucket["a-private"]),
+            BUCKET_EXTERNAL_PRIVATE=str(bucket["b-private"]),
+        )
         self.server = {}
         for s, own, other in (("A", "a", "b"), ("B", "b", "a")):
-            peer = "B" if s == "A" else "A"
             self.server[s] = _env(
-                **common, SERVER_ID=s, SHARED_SECRET=seed, PRIVATE_KEY_HEX=keys[s]["private_key"],
-                PUBLIC_KEY_HEX_INTERNAL=keys[s]["public_key"], PUBLIC_KEY_HEX_EXTERNAL=keys[peer]["public_key"],
-                BUCKET_INTERNAL_PRIVATE=bucket[f"{own}-private"], BUCKET_INTERNAL_SHARED=bucket[f"{own}-shared"],
-                BUCKET_EXTERNAL_SHARED=bucket[f"{other}-shared"])
+                **common,
+                SERVER_ID=s,
+                SHARED_SECRET=self.seed,
+                PRIVATE_KEY_HEX=keys[s]["private_key"],
+                PUBLIC_KEY_HEX_INTERNAL=keys[s]["public_key"],
+                PUBLIC_KEY_HEX_EXTERNAL=keys[self.peer(s)]["public_key"],
+                BUCKET_INTERNAL_PRIVATE=str(bucket[f"{own}-private"]),
+                BUCKET_INTERNAL_SHARED=str(bucket[f"{own}-shared"]),
+                BUCKET_EXTERNAL_SHARED=str(bucket[f"{other}-shared"]),
+            )
+
+    @staticmethod
+    def peer(server: str) -> str:
+        return "B" if server == "A" else "A"
+
+    def data_root(self, server: str, bucket: str = "private") -> Path:
+        """BUCKET/BUCKET_PREFIX/<partner key>/APP_NAME/SUBMISSION_DATE of a server's bucket."""
+        partner_key = self.keys[self.peer(server)]["public_key"]
+        return self.bucket[f"{server.lower()}-{bucket}"] / "test-app/v1" / partner_key / "test-app" / DATE
 
     def generate(self) -> None:
-        subprocess.run([str(BIN / "generate"), "--n-rows", str(self.n_rows)], env=self.admin, check=True,
-                       capture_output=True, text=True)
+        subprocess.run(
+            [str(BIN / "generate"), "--n-rows", str(self.n_rows)],
+            env=self.admin,
+            check=True,
+            capture_output=True,
+            text=True,
+        )
 
     def process(self, server: str, **popen) -> subprocess.Popen:
-        return subprocess.Popen([str(BIN / "process")], env=self.server[server], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, start_new_session=True, **popen)
+        return subprocess.Popen(
+            [str(BIN / "process")],
+            env=self.server[server],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+            **popen,
+        )
 
-    def published(self, server: str) -> str:
-        own, peer = ("a", "B") if server == "A" else ("b", "A")
-        return f"{self.bucket[own + '-private']}/test-app/v1/{self.keys[peer]['public_key']}/test-app/2026-11-27/processed/publish"
+    def run_both(self) -> tuple[str, str]:
+        a, b = self.process("A"), self.process("B")
+        (code_a, log_a), (code_b, log_b) = _finish(a), _finish(b)
+        assert (code_a, code_b) == (0, 0), log_a + log_b
+        return log_a, log_b
+
+    def published(self, server: str) -> Path:
+        return self.data_root(server) / "processed/publish"
+
+    def published_record(self, server: str, batch: str = "test-0") -> dict:
+        return json.loads((self.published(server) / f"batch_id={batch}" / "publish.ndjson").read_text())
 
     def check(self) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [str(VENV_BIN / "prio"), "integration", "check", "--data-config", str(SMALL_CONFIG),
-             "--n-rows", str(self.n_rows), "--n-drop-batch", "1",
-             "--published-A", self.published("A"), "--published-B", self.published("B")],
-            capture_output=True, text=True)
+            [
+                str(VENV_BIN / "prio"),
+                "integration",
+                "check",
+                "--data-config",
+                str(self.data_config),
+                "--n-rows",
+                str(self.n_rows),
+                "--n-drop-batch",
+                "1",
+                "--published-A",
+                str(self.published("A")),
+                "--published-B",
+                str(self.published("B")),
+            ],
+            capture_output=True,
+            text=True,
+        )
 
 
 def _finish(proc: subprocess.Popen, timeout: float = 300) -> tuple[int, str]:
-    out, err = proc.communicate(timeout=timeout)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
     return proc.returncode, out + err
 
 
+def _files(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.is_file()]
+
+
+def _data_files(root: Path) -> list[Path]:
+    return [p for p in _files(root) if not p.name.startswith((".", "_"))]
+
+
+# ------------------------------------------------------------------ static checks and usage
+
+
 def test_shellcheck_clean():
-    scripts = [BIN / n for n in ("common.sh", "cleanup", "generate", "process", "integrate")]
+    scripts = [
+        BIN / "common.sh",
+        *(BIN / n for n in SCRIPTS),
+        *sorted((ROOT / "tests/acceptance").glob("*.sh")),
+    ]
     scripts += [ROOT / "scripts" / "install-oracle", ROOT / ".ci" / "run"]
-    result = subprocess.run([str(VENV_BIN / "shellcheck"), "-x", *map(str, scripts)], cwd=ROOT,
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [str(VENV_BIN / "shellcheck"), "-x", *map(str, scripts)], cwd=ROOT, capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stdout
 
 
-@pytest.mark.parametrize("script,needed", [
-    ("process", "SHARED_SECRET"), ("generate", "DATA_CONFIG"), ("cleanup", "BUCKET_INTERNAL_SHARED"),
-])
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_help_needs_no_variables(script):
+    result = subprocess.run(
+        [str(BIN / script), "--help"], env={"PATH": os.environ["PATH"]}, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Usage: bin/" + script in result.stdout
+
+
+def test_process_names_every_missing_variable_at_once():
+    result = subprocess.run([str(BIN / "process")], env=_env(), capture_output=True, text=True)
+    assert result.returncode == 2
+    for name in (
+        "APP_NAME",
+        "DATA_CONFIG",
+        "SERVER_ID",
+        "BUCKET_EXTERNAL_SHARED",
+        "PRIVATE_KEY_HEX (or PRIVATE_KEY_FILE)",
+        "SHARED_SECRET (or SHARED_SECRET_FILE)",
+    ):
+        assert name in result.stderr
+    assert result.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("script", "needed"),
+    [
+        ("process", "SHARED_SECRET"),
+        ("generate", "DATA_CONFIG"),
+        ("cleanup", "BUCKET_INTERNAL_SHARED"),
+    ],
+)
 def test_missing_variable_names_itself(tmp_path, script, needed):
     deployment = Deployment(tmp_path)
     env = dict(deployment.server["A"] if script != "generate" else deployment.admin)
     env.pop(needed)
     result = subprocess.run([str(BIN / script)], env=env, capture_output=True, text=True)
     assert result.returncode == 2
-    assert needed in result.stderr and "missing required variable" in result.stderr
-    for secret in (deployment.keys["A"]["private_key"], env.get("SHARED_SECRET", "-")):
+    assert needed in result.stderr
+    assert "missing required variable" in result.stderr
+    for secret in (deployment.keys["A"]["private_key"], deployment.seed):
         assert secret not in result.stdout + result.stderr
 
 
-def test_integrate_on_local_buckets():
-    result = subprocess.run([str(BIN / "integrate"), "--n-rows", "15"], env=_env(), capture_output=True,
-                            text=True, timeout=600)
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--keep"], "unknown argument: --keep"),  # integrate's flag, not generate's
+        (["--gcs-emulator"], "unknown argument: --gcs-emulator"),
+        (["--n-rows"], "--n-rows needs a value"),
+        (["extra"], "unknown argument: extra"),
+    ],
+)
+def test_generate_accepts_only_its_own_flags(tmp_path, args, message):
+    deployment = Deployment(tmp_path)
+    result = subprocess.run(
+        [str(BIN / "generate"), *args], env=deployment.admin, capture_output=True, text=True
+    )
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert not _files(tmp_path / "a-private")
+
+
+# ------------------------------------------------------------------ configuration checked up front
+
+BAD_DATA_CONFIGS = {
+    "surrogate id": '[{"batch_id": "\\ud800", "n_data": 3}]',
+    "dot-dot id": '[{"batch_id": "..", "n_data": 3}]',
+    "escaping id": '[{"batch_id": "../../tmp/x", "n_data": 3}]',
+    "option-like id": '[{"batch_id": "-rf", "n_data": 3}]',
+    "empty id": '[{"batch_id": "", "n_data": 3}]',
+    "null id": '[{"batch_id": null, "n_data": 3}]',
+    "float n_data": '[{"batch_id": "a", "n_data": 7.9}]',
+    "bool n_data": '[{"batch_id": "a", "n_data": true}]',
+    "string n_data": '[{"batch_id": "a", "n_data": "7"}]',
+    "zero n_data": '[{"batch_id": "a", "n_data": 0}]',
+    "negative n_data": '[{"batch_id": "a", "n_data": -5}]',
+    "huge n_data": '[{"batch_id": "a", "n_data": 1000000000}]',
+    "not a list": '{"batch_id": "a", "n_data": 3}',
+    "twice": '[{"batch_id": "a", "n_data": 3}, {"batch_id": "a", "n_data": 4}]',
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_DATA_CONFIGS))
+def test_bad_data_config_fails_at_once_in_one_line(tmp_path, name):
+    deployment = Deployment(tmp_path)
+    deployment.data_config.write_text(BAD_DATA_CONFIGS[name])
+    # A long retry window (no data was generated): the run must fail before it would wait.
+    deployment.server["A"].update(RETRY_LIMIT="30", RETRY_DELAY="10")
+    code, log = _finish(deployment.process("A"), timeout=60)
+    assert code == 2, log
+    assert len(log.strip().splitlines()) == 1, log
+    assert "data-config.json" in log
+    assert "Traceback" not in log
+    generated = subprocess.run([str(BIN / "generate")], env=deployment.admin, capture_output=True, text=True)
+    assert generated.returncode == 2
+    assert "Traceback" not in generated.stderr
+
+
+@pytest.mark.parametrize("batch_id", ["..", "../../escaped"])
+def test_batch_ids_never_leave_the_buckets(tmp_path, batch_id):
+    deployment = Deployment(tmp_path / "deployment")
+    deployment.data_config.write_text(json.dumps([{"batch_id": batch_id, "n_data": 3}]))
+    generated = subprocess.run(
+        [str(BIN / "generate"), "--n-drop-batch", "0"], env=deployment.admin, capture_output=True, text=True
+    )
+    assert generated.returncode == 2
+    assert "is not allowed" in generated.stderr
+    direct = subprocess.run(
+        [
+            str(VENV_BIN / "prio"),
+            "integration",
+            "generate",
+            "--data-config",
+            str(deployment.data_config),
+            "--public-key-hex-internal",
+            deployment.keys["A"]["public_key"],
+            "--public-key-hex-external",
+            deployment.keys["B"]["public_key"],
+            "--output-A",
+            str(tmp_path / "deployment/out/a"),
+            "--output-B",
+            str(tmp_path / "deployment/out/b"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert direct.returncode == 2
+    assert "is not allowed" in direct.stderr
+    code, log = _finish(deployment.process("A"), timeout=60)
+    assert code == 2
+    assert "is not allowed" in log
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["deployment"]
+    assert not _files(tmp_path / "deployment/a-private")
+    assert not (tmp_path / "deployment/out").exists()
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("SERVER_ID", "C", "SERVER_ID must be A or B"),
+        ("PRIVATE_KEY_HEX", "not-a-key", "PRIVATE_KEY_HEX must be 64 hex digits"),
+        ("PUBLIC_KEY_HEX_EXTERNAL", "12AB", "PUBLIC_KEY_HEX_EXTERNAL must be 64 hex digits"),
+        ("SHARED_SECRET", "c2hvcnQ=", "SHARED_SECRET must be 16 bytes in base64"),
+        ("ENGINE", "spark2", "ENGINE must be one of: cli"),
+        ("RETRY_DELAY", "soon", "RETRY_DELAY must be a number"),
+        ("SUBMISSION_DATE", "../..", "SUBMISSION_DATE must be a date"),
+    ],
+)
+def test_bad_environment_fails_before_waiting(tmp_path, variable, value, message):
+    deployment = Deployment(tmp_path)
+    env = deployment.server["A"]
+    # A long retry window (no data was generated): the run must fail before it would wait.
+    env.update({"RETRY_LIMIT": "30", "RETRY_DELAY": "10", variable: value})
+    code, log = _finish(deployment.process("A"), timeout=60)
+    assert code == 2
+    assert message in log
+    assert "waiting" not in log
+    assert deployment.keys["A"]["private_key"] not in log
+    assert deployment.seed not in log
+
+
+def test_problems_are_reported_together(tmp_path):
+    deployment = Deployment(tmp_path)
+    env = deployment.server["A"]
+    env.update(SERVER_ID="C", ENGINE="spark2")
+    env.pop("APP_NAME")
+    code, log = _finish(deployment.process("A"), timeout=60)
+    assert code == 2
+    assert "APP_NAME" in log
+    assert "SERVER_ID must be A or B" in log
+    assert "ENGINE must be" in log
+
+
+# ------------------------------------------------------------------ bucket operations
+
+
+def test_sync_skips_unfinished_and_hidden_files(tmp_path):
+    source, target = tmp_path / "source", tmp_path / "target"
+    (source / "batch_id=x").mkdir(parents=True)
+    (source / "batch_id=x/part-0.ndjson").write_text('{"id": "1"}\n')
+    leftover = source / "batch_id=x/.part-1.ndjson.k3j2.tmp"  # what a writer killed by kill -9 leaves
+    leftover.write_text('{"id": "2"')
+    leftover.chmod(0o600)
+    (source / "batch_id=x/_rejects.verify1.ndjson").write_text("{}\n")
+    (source / ".hidden").mkdir()
+    (source / ".hidden/part-2.ndjson").write_text("{}\n")
+    (target / "batch_id=x").mkdir(parents=True)
+    (target / "batch_id=x/.old.tmp").write_text("stale")
+    result = subprocess.run(
+        [str(VENV_BIN / "prio"), "bucket", "sync", str(source), str(target)], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert "synced 1 files" in result.stdout
+    assert sorted(str(p.relative_to(target)) for p in _files(target)) == [
+        "_SUCCESS",
+        "batch_id=x/part-0.ndjson",
+    ]
+
+
+def test_bucket_exists_and_rm_take_many_paths(tmp_path):
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "part-0.ndjson").write_text("{}\n")
+    (tmp_path / "markers-only").mkdir()
+    (tmp_path / "markers-only" / "_SUCCESS").write_text("")
+    prio = str(VENV_BIN / "prio")
+    assert (
+        subprocess.run([prio, "bucket", "exists", str(tmp_path / "a"), str(tmp_path / "b")]).returncode == 0
+    )
+    assert (
+        subprocess.run(
+            [prio, "bucket", "exists", str(tmp_path / "a"), str(tmp_path / "markers-only")]
+        ).returncode
+        == 1
+    )
+    removed = subprocess.run(
+        [prio, "bucket", "rm", str(tmp_path / "a"), str(tmp_path / "b")], capture_output=True, text=True
+    )
+    assert removed.returncode == 0
+    assert removed.stdout.count("deleted 1 files") == 2
+    assert not _files(tmp_path / "a")
+    assert not _files(tmp_path / "b")
+
+
+def test_batches_answers_readiness_for_every_batch_in_one_call(tmp_path):
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps([{"batch_id": "x", "n_data": 3}, {"batch_id": "y", "n_data": 4}]))
+    for folder in ("one", "two"):
+        (tmp_path / folder / "batch_id=x").mkdir(parents=True)
+        (tmp_path / folder / "batch_id=x/part-0.ndjson").write_text("{}\n")
+    (tmp_path / "one/batch_id=y").mkdir()
+    (tmp_path / "one/batch_id=y/part-0.ndjson").write_text("{}\n")
+    out = _prio(
+        "batches",
+        "--data-config",
+        str(config),
+        "--input",
+        str(tmp_path / "one"),
+        "--input",
+        str(tmp_path / "two"),
+    )
+    assert out.splitlines() == ["x 3 ready", f"y 4 missing {tmp_path / 'two' / 'batch_id=y'}"]
+
+
+# ------------------------------------------------------------------ whole runs
+
+
+@pytest.mark.slow
+def test_integrate_on_local_buckets_explains_the_planted_rejects():
+    result = subprocess.run(
+        [str(BIN / "integrate"), "--n-rows", "15", "--server-b-delay", "0"],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "both servers published the expected counts" in result.stdout
     assert "batch test-0: [14, 0, 0, 14, 0, 14, 14, 0, 0, 14]" in result.stdout
-    assert "data for test-2 does not exist, skipping..." in result.stderr
+    assert "one client encoded with n_data + 1 values: both servers reject it" in result.stderr
+    assert "no data for batch(es) test-2" in result.stderr
+    assert "process A: batch test-2: verify1: data for test-2 does not exist, skipping..." in result.stderr
+    for line in result.stderr.splitlines():
+        if " process " in line and "batch " not in line:
+            # Lines about one stage of all batches name the stage; those about one batch name it.
+            assert any(word in line for word in ("waiting", "shared", "took", "removed", "done")), line
 
 
-def test_integrate_on_the_gcs_api_server_with_server_b_20_seconds_late():
-    """Both servers as separate processes against one GCS API server (real client); B starts 20 s after A."""
-    result = subprocess.run([str(BIN / "integrate"), "--gcs-emulator", "--n-rows", "10", "--server-b-delay", "20"],
-                            env=_env(), capture_output=True, text=True, timeout=600)
+@pytest.mark.slow
+def test_integrate_on_the_gcs_api_server_with_server_b_late():
+    """Both servers as separate processes against one GCS API server (real client); B starts 4 s after A."""
+    result = subprocess.run(
+        [str(BIN / "integrate"), "--gcs-emulator", "--n-rows", "10", "--server-b-delay", "4"],
+        env=_env(RETRY_DELAY="0.5"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "GCS API server on http://127.0.0.1:" in result.stderr
-    assert "process A: waiting for gs://" in result.stderr and "waiting 1s for gs://" in result.stderr
+    assert "process A: waiting for gs://" in result.stderr
+    assert "waiting 0.5s for gs://" in result.stderr
     assert "both servers published the expected counts" in result.stdout
 
 
-def test_server_b_starts_20_seconds_late(tmp_path):
+@pytest.mark.slow
+def test_integrate_stops_a_stopped_emulator_and_its_servers(tmp_path):
+    """SIGSTOP the GCS API server mid-run, then stop bin/integrate: it exits and leaves nothing behind."""
+    proc = subprocess.Popen(
+        [str(BIN / "integrate"), "--gcs-emulator", "--n-rows", "5", "--server-b-delay", "30"],
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    assert proc.stderr is not None
+    try:
+        emulator = None
+        lines = []
+        for line in proc.stderr:
+            lines.append(line)
+            if "(pid " in line and "GCS API server on" in line:
+                emulator = int(line.rsplit("(pid ", 1)[1].rstrip(")\n"))
+            if "server A started" in line:
+                break
+        assert emulator is not None, "".join(lines)
+        os.kill(emulator, signal.SIGSTOP)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        assert proc.returncode != 0
+        with pytest.raises(ProcessLookupError):
+            os.kill(emulator, 0)
+        with pytest.raises(ProcessLookupError):
+            os.killpg(emulator, 0)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+@pytest.mark.slow
+def test_server_b_starts_late(tmp_path):
     deployment = Deployment(tmp_path)
     deployment.generate()
     # Server A reads its secrets from files this time.
@@ -138,13 +532,20 @@ def test_server_b_starts_20_seconds_late(tmp_path):
         (tmp_path / name).write_text(env.pop(name) + "\n")
         env[file_name] = str(tmp_path / name)
     a = deployment.process("A")
-    time.sleep(20)
+    marker = deployment.data_root("A", "shared") / "intermediate/external/verify1"
+    partner_copy = deployment.data_root("B", "shared") / "intermediate/external/verify1/_SUCCESS"
+    deadline = time.monotonic() + 120
+    while not partner_copy.exists():  # A has shared verify1 and now waits for B
+        assert time.monotonic() < deadline
+        assert a.poll() is None
+        time.sleep(0.1)
+    time.sleep(2)
     assert a.poll() is None, "server A must wait for B"
-    b = deployment.process("B")
-    code_b, log_b = _finish(b)
+    assert not (marker / "_SUCCESS").exists()
+    code_b, log_b = _finish(deployment.process("B"))
     code_a, log_a = _finish(a)
     assert (code_a, code_b) == (0, 0), log_a + log_b
-    assert "waiting" in log_a
+    assert "waiting 0.25s for" in log_a
     check = deployment.check()
     assert check.returncode == 0, check.stderr
 
@@ -154,23 +555,22 @@ def test_partner_never_arrives(tmp_path):
     deployment.server["A"].update(RETRY_LIMIT="2", RETRY_DELAY="0.1")
     deployment.generate()
     code, log = _finish(deployment.process("A"))
-    assert code == 1 and "maximum number of retries" in log
+    assert code == 1
+    assert "maximum number of retries" in log
 
 
-def _data_files(root: Path) -> list[Path]:
-    return [p for p in root.rglob("*") if p.is_file() and not p.name.startswith((".", "_"))]
-
-
+@pytest.mark.slow
 def test_server_killed_mid_stage_and_restarted(tmp_path):
     deployment = Deployment(tmp_path, n_rows=40)
     deployment.generate()
     a = deployment.process("A")
     b = deployment.process("B")
-    # Kill B once it is into verify2 (its own verify1 output exists).
-    verify1 = tmp_path / "b-shared"
+    # Kill B once it is into verify2 (its own verify2 output folder exists).
+    verify2 = deployment.data_root("B") / "intermediate/internal/verify2"
     deadline = time.monotonic() + 120
-    while not list(verify1.rglob("intermediate/internal/verify2")):
-        assert time.monotonic() < deadline and b.poll() is None
+    while not verify2.exists():
+        assert time.monotonic() < deadline
+        assert b.poll() is None
         time.sleep(0.05)
     os.killpg(b.pid, signal.SIGKILL)
     b.wait()
@@ -184,9 +584,165 @@ def test_server_killed_mid_stage_and_restarted(tmp_path):
     check = deployment.check()
     assert check.returncode == 0, check.stderr
     for server in "AB":
-        for batch in ("test-0", "test-1"):
-            record = json.loads((Path(deployment.published(server)) / f"batch_id={batch}" / "publish.ndjson").read_text())
-            assert (record["error"], record["total"]) == (1, 40)
+        record = deployment.published_record(server)
+        assert (record["error"], record["total"]) == (1, 40)
+    # Nothing unfinished or private reached the partner.
+    for shared in ("a-shared", "b-shared"):
+        assert not [p for p in _files(tmp_path / shared) if p.name.endswith(".tmp") or "_rejects" in p.name]
+
+
+def _add_late_clients(deployment: Deployment, count: int) -> None:
+    """`count` valid clients of batch test-0 as a new part file in both servers' raw shares."""
+    payloads = deployment.root / "late.ndjson"
+    payloads.write_text("".join(json.dumps({"payload": [1] * 10}) + "\n" for _ in range(count)))
+    subprocess.run(
+        [
+            str(VENV_BIN / "prio"),
+            "encode-shares",
+            "--n-data",
+            "10",
+            "--batch-id",
+            "test-0",
+            "--public-key-hex-internal",
+            deployment.keys["A"]["public_key"],
+            "--public-key-hex-external",
+            deployment.keys["B"]["public_key"],
+            "--input",
+            str(payloads),
+            "--output-A",
+            str(deployment.data_root("A") / "raw/shares/batch_id=test-0"),
+            "--output-B",
+            str(deployment.data_root("B") / "raw/shares/batch_id=test-0"),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+
+
+@pytest.mark.slow
+def test_late_data_is_counted_on_a_re_run(tmp_path):
+    deployment = Deployment(tmp_path, n_rows=20)
+    deployment.generate()
+    deployment.run_both()
+    assert (deployment.published_record("A")["error"], deployment.published_record("A")["total"]) == (1, 20)
+    _add_late_clients(deployment, 5)
+    deployment.run_both()
+    for server in "AB":
+        record = deployment.published_record(server)
+        assert (record["error"], record["total"]) == (1, 25), record
+        assert record["payload"] == [19 + 5, 5, 5, 19 + 5, 5, 19 + 5, 19 + 5, 5, 5, 19 + 5]
+
+
+@pytest.mark.slow
+def test_a_partner_copy_from_other_inputs_is_not_taken_as_current(tmp_path):
+    """B restarted after A had published re-shares its old packets; late data then comes and both re-run."""
+    deployment = Deployment(tmp_path)
+    deployment.generate()
+    deployment.run_both()
+    for stage in ("verify1", "verify2", "aggregate"):
+        _prio(
+            "bucket", "sync", "--stamp", "test-0=12",
+            str(deployment.data_root("B") / "intermediate/internal" / stage),
+            str(deployment.data_root("A", "shared") / "intermediate/external" / stage),
+        )  # fmt: skip
+    _add_late_clients(deployment, 5)
+    a = deployment.process("A")
+    shared_by_a = deployment.data_root("B", "shared") / "intermediate/external/verify1/_SUCCESS"
+    deadline = time.monotonic() + 120
+    while not shared_by_a.exists():
+        assert time.monotonic() < deadline
+        assert a.poll() is None
+        time.sleep(0.1)
+    assert shared_by_a.read_text() == "test-0=17"
+    time.sleep(2)
+    assert not (deployment.data_root("A") / "intermediate/internal/verify2").exists(), "A took the old copy"
+    code_b, log_b = _finish(deployment.process("B"))
+    code_a, log_a = _finish(a)
+    assert (code_a, code_b) == (0, 0), log_a + log_b
+    assert "is for other inputs (test-0=12, here test-0=17)" in log_a
+    for server in "AB":
+        record = deployment.published_record(server)
+        assert (record["error"], record["total"]) == (1, 17), record
+
+
+def test_wait_takes_markers_of_these_inputs_or_empty_ones(tmp_path):
+    marker = tmp_path / "_SUCCESS"
+    prio = str(VENV_BIN / "prio")
+    wait = [prio, "bucket", "wait", "--retry-limit", "0", "--retry-delay", "0", "--stamp", "b-0=5"]
+    marker.write_text("")  # as the original's servers write them
+    assert subprocess.run([*wait, str(marker)]).returncode == 0
+    marker.write_text("b-0=5")
+    assert subprocess.run([*wait, str(marker)]).returncode == 0
+    marker.write_text("b-0=4")
+    other = subprocess.run([*wait, str(marker)], capture_output=True, text=True)
+    assert other.returncode == 1
+    assert "is for other inputs (b-0=4, here b-0=5)" in other.stderr
+
+
+@pytest.mark.slow
+def test_a_re_run_without_the_partner_never_publishes_stale_counts(tmp_path):
+    deployment = Deployment(tmp_path)
+    deployment.generate()
+    deployment.run_both()
+    first = deployment.published_record("A")
+    _add_late_clients(deployment, 3)
+    deployment.server["A"].update(RETRY_LIMIT="2", RETRY_DELAY="0.1")
+    code, log = _finish(deployment.process("A"))
+    assert code == 1
+    assert "maximum number of retries" in log
+    assert not (deployment.published("A") / "batch_id=test-0").exists(), (
+        "a failed re-run leaves no old result"
+    )
+    assert first["total"] == deployment.n_rows
+
+
+_RECORDING_PRIO = """#!/usr/bin/env bash
+# Records which prio command ran and whether a secret reached it, then runs prio.
+secrets=no
+[[ -n ${PRIVATE_KEY_HEX:-}${SHARED_SECRET:-}${PRIVATE_KEY_FILE:-}${SHARED_SECRET_FILE:-} ]] && secrets=yes
+echo "$1 ${2:-} secrets=$secrets rejects=${REJECTS:-}" >>"$PRIO_CALLS"
+exec "$REAL_PRIO" "$@"
+"""
+
+
+@pytest.mark.slow
+def test_secrets_rejects_and_process_count(tmp_path):
+    batches = [{"batch_id": f"test-{i}", "n_data": 4} for i in range(4)]
+    deployment = Deployment(tmp_path / "d", n_rows=6, batches=batches)
+    deployment.generate()
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    (shim / "prio").write_text(_RECORDING_PRIO)
+    (shim / "prio").chmod(0o755)
+    calls = {s: tmp_path / f"calls-{s}" for s in "AB"}
+    for s in "AB":
+        env = deployment.server[s]
+        env.update(
+            PATH=f"{shim}{os.pathsep}{env['PATH']}",
+            PRIO_CALLS=str(calls[s]),
+            REAL_PRIO=str(VENV_BIN / "prio"),
+        )
+    deployment.run_both()
+    lines = calls["A"].read_text().splitlines()
+    stages = ("verify1", "verify2", "aggregate", "publish")
+    stage_calls = [line for line in lines if line.split()[0] in stages]
+    other_calls = [line for line in lines if line.split()[0] not in stages]
+    assert len(stage_calls) == 4 * 3  # four stages of the three batches with data
+    assert all("secrets=yes" in line for line in stage_calls)
+    assert other_calls
+    assert all("secrets=no" in line for line in other_calls), other_calls
+    # One readiness call per stage, whatever the number of batches, and no per-batch checks.
+    assert sum(line.startswith("batches ") for line in other_calls) == 1 + 4
+    assert not [line for line in other_calls if line.startswith("bucket exists")]
+    # Rejects are listed in the private bucket, never in a folder the partner receives.
+    for line in stage_calls:
+        rejects = line.split("rejects=", 1)[1]
+        assert rejects.startswith(str(deployment.data_root("A") / "rejects")), line
+    rejected = deployment.data_root("A") / "rejects/verify1/batch_id=test-0"
+    assert _files(rejected), "verify1 rejected the over-long client and lists it"
+    for shared in ("a-shared", "b-shared"):
+        assert not [p for p in _files(tmp_path / "d" / shared) if "reject" in p.name]
 
 
 def test_cleanup(tmp_path):
@@ -194,7 +750,8 @@ def test_cleanup(tmp_path):
     deployment.generate()
     env = deployment.server["A"]
     first = subprocess.run([str(BIN / "cleanup")], env=env, capture_output=True, text=True)
-    assert first.returncode == 0 and "deleted" in first.stdout
+    assert first.returncode == 0
+    assert "deleted" in first.stdout
     assert not _data_files(tmp_path / "a-private")
     second = subprocess.run([str(BIN / "cleanup")], env=env, capture_output=True, text=True)
     assert second.stdout.count("nothing to delete") == 2
@@ -205,4 +762,41 @@ def test_unreadable_data_config_fails_the_run(tmp_path):
     deployment.generate()
     deployment.server["A"]["DATA_CONFIG"] = str(tmp_path / "missing.json")
     code, log = _finish(deployment.process("A"))
-    assert code == 2 and "missing.json" in log and "done" not in log
+    assert code == 2
+    assert "missing.json" in log
+    assert "done" not in log
+
+
+@pytest.mark.parametrize("role", ["admin", "server-a", "server-b"])
+def test_deployment_compose_file_is_valid(tmp_path, role):
+    """`docker-compose config` (no engine needed) accepts each role's file with its filled-in template."""
+    folder = tmp_path / role
+    folder.mkdir()
+    (folder / "docker-compose.yml").write_text(
+        (ROOT / "deployment" / role / "docker-compose.yml").read_text()
+    )
+    template = (ROOT / "deployment" / role / ".env.template").read_text()
+    (folder / ".env").write_text(template)
+    for line in template.splitlines():
+        if line.endswith(".key"):
+            (folder / line.split("=", 1)[1]).write_text("secret")
+    result = subprocess.run(["docker-compose", "config"], cwd=folder, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "bin/" in result.stdout
+    assert "/run/secrets/service-account" in result.stdout
+    for line in result.stdout.splitlines():
+        assert "PRIVATE_KEY_HEX" not in line
+        assert "SHARED_SECRET:" not in line
+
+
+def test_env_and_key_files_stay_out_of_git_and_images():
+    ignored = subprocess.run(
+        ["git", "check-ignore", "deployment/server-a/.env", "deployment/admin/private-key.key"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert ignored.stdout.split() == ["deployment/server-a/.env", "deployment/admin/private-key.key"]
+    dockerignore = (ROOT / ".dockerignore").read_text().split()
+    assert "**/.env" in dockerignore
+    assert "**/*.key" in dockerignore
