@@ -82,11 +82,11 @@ def replace_date(path: str, date: str, rows: Iterable[dict[str, Any]], table: st
     name = _quoted(_table_name(table))
     placeholders = ", ".join("?" for _ in COLUMNS)
     try:
-        with closing(connect(path)) as db:
-            with db:  # one transaction: readers see the old rows or the new ones
-                db.execute(create_table_sql(table))
-                db.execute(f"DELETE FROM {name} WHERE submission_date = ?", (date,))
-                db.executemany(f"INSERT INTO {name} VALUES ({placeholders})", values)
+        # One transaction: readers see the old rows of the date or the new ones.
+        with closing(connect(path)) as db, db:
+            db.execute(create_table_sql(table))
+            db.execute(f"DELETE FROM {name} WHERE submission_date = ?", (date,))
+            db.executemany(f"INSERT INTO {name} VALUES ({placeholders})", values)
     except sqlite3.Error as exc:
         raise DatabaseError(f"cannot load {path}: {exc}") from None
     return len(values)

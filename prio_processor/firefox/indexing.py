@@ -76,10 +76,6 @@ def date_from_path(published: Location) -> str | None:
     return None
 
 
-def _records(folder: Location) -> Iterator[dict[str, Any] | BadRecord]:
-    return read_all(folder.parts())
-
-
 def index(published: Location, batches: list[Batch], origins: list[Origin], date: str) -> IndexResult:
     """Rows for every published batch that maps onto the origin list, errors for the others."""
     config = {b.batch_id: b.n_data for b in batches}
@@ -111,7 +107,7 @@ def _batch_rows(folder: Location, batch_id: str, config: dict[str, int], origins
         offset = offset_of(batch_id, config)
     except ValueError as exc:
         raise _Reject("bad_batch_id", str(exc)) from None
-    records = list(_records(folder))
+    records = list(read_all(folder.parts()))
     if not records:
         raise _Reject("no_record", f"batch {batch_id} has no published record")
     checked = [_checked_record(r, batch_id, config[batch_id]) for r in records]
@@ -144,10 +140,11 @@ def _checked_record(record: dict[str, Any] | BadRecord, batch_id: str, n_data: i
     if isinstance(record, BadRecord):
         raise _Reject("bad_record", f"batch {batch_id}: line {record.line} of {record.source} is not JSON")
     payload = record.get("payload")
+    if not isinstance(payload, list):
+        raise _Reject("bad_record", f"batch {batch_id}: a published record has no payload list")
     fields_ok = (
         isinstance(record.get("id"), str)
         and isinstance(record.get("timestamp"), str)
-        and isinstance(payload, list)
         and all(isinstance(v, int) and not isinstance(v, bool) for v in payload)
     )
     if not fields_ok:

@@ -25,7 +25,7 @@ from ..engine.client import Client
 from ..engine.config import Config
 from ..engine.prg import PrgKeying
 from ..integration import Batch
-from ..storage import Location, RecordWriter
+from ..storage import Location
 from .indexing import split_batch_id
 
 HOURS = ("00", "01")

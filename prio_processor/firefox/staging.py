@@ -51,8 +51,8 @@ class StagingSummary:
     def lines(self) -> list[str]:
         written = sum(self.entries.values())
         out = [
-            f"{self.pings} pings read, {self.duplicates} duplicate ping ids dropped, "
-            f"{written} entries written in {len(self.entries)} batches"
+            (f"{self.pings} pings read, {self.duplicates} duplicate ping ids dropped, "
+             f"{written} entries written in {len(self.entries)} batches")
         ]
         errors = sum(self.rejects.values())
         line = f"{errors} errors out of {self.pings} total"
@@ -256,12 +256,13 @@ def _explode(entry: Any, position: int, ping_id: str, known_batches: set[str] | 
     if missing:
         rejects.add("missing_share", f"no share for server {' and '.join(missing)}", ping_id, position)
         return
-    spill = spills.get(encoding)
+    batch_id = str(encoding)
+    spill = spills.get(batch_id)
     if spill is None:
         folder = scratch / f"batch-{len(spills)}"
         os.mkdir(folder)
-        spill = spills[encoding] = _Spill(folder)
-    spill.add(shares[0], shares[1])
+        spill = spills[batch_id] = _Spill(folder)
+    spill.add(str(shares[0]), str(shares[1]))
 
 
 def _write_batches(spills: dict[str, _Spill], day_out: Location, scratch: Path, summary: StagingSummary) -> None:
