@@ -69,6 +69,7 @@ def bar_chart_png(metric: str, top: list[tuple[str, int]]) -> bytes:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     names = [name for name, _ in top][::-1]
     counts = [count for _, count in top][::-1]
@@ -77,6 +78,7 @@ def bar_chart_png(metric: str, top: list[tuple[str, int]]) -> bytes:
     try:
         ax.barh(range(len(counts)), counts, color="#3b7dd8")
         ax.set_yticks(range(len(names)), labels=names, fontsize=8)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # counts of clients
         ax.set_xlabel("clients")
         ax.set_title(f"{metric}: top {len(top)} origins", fontsize=10)
         ax.margins(y=0.01)
