@@ -49,15 +49,23 @@ def _origins(path: str | None) -> list[origins.Origin]:
 
 date_option = click.option("--date", required=True, help="The submission date, YYYY-MM-DD.")
 config_option = click.option(
-    "--config", "config_path", envvar="DATA_CONFIG", required=True,
+    "--config",
+    "config_path",
+    envvar="DATA_CONFIG",
+    required=True,
     help="The data config: a JSON list of {batch_id, n_data} (local or gs://).",
 )
 database_option = click.option(
-    "--database", "database_path", envvar="DATABASE", default="prio-processor.sqlite", show_default=True,
+    "--database",
+    "database_path",
+    envvar="DATABASE",
+    default="prio-processor.sqlite",
+    show_default=True,
     help="The SQLite file of indexed results.",
 )
-table_option = click.option("--table", envvar="TABLE", default=database.DEFAULT_TABLE, show_default=True,
-                            help="The results table.")
+table_option = click.option(
+    "--table", envvar="TABLE", default=database.DEFAULT_TABLE, show_default=True, help="The results table."
+)
 
 
 @click.group()
@@ -69,11 +77,21 @@ def entry_point() -> None:
 @date_option
 @click.option("--input", "input_", required=True, help="Where the pings are (local or gs://).")
 @click.option("--output", required=True, help="Where the staged shares go (local or gs://).")
-@click.option("--source", type=click.Choice(staging.SOURCES), default="gcs", show_default=True,
-              help="gcs: the ingestion sink, <date>/<hour>/<namespace>/<doctype>/<version>/ of messages whose "
-                   "payload is the base64 ping; json: ping JSON lines in any file below <date>/.")
-@click.option("--config", "config_path", envvar="DATA_CONFIG", default=None,
-              help="A data config; entries of other encodings are rejected as unknown_encoding.")
+@click.option(
+    "--source",
+    type=click.Choice(staging.SOURCES),
+    default="gcs",
+    show_default=True,
+    help="gcs: the ingestion sink, <date>/<hour>/<namespace>/<doctype>/<version>/ of messages whose "
+    "payload is the base64 ping; json: ping JSON lines in any file below <date>/.",
+)
+@click.option(
+    "--config",
+    "config_path",
+    envvar="DATA_CONFIG",
+    default=None,
+    help="A data config; entries of other encodings are rejected as unknown_encoding.",
+)
 def staging_command(date: str, input_: str, output: str, source: str, config_path: str | None) -> None:
     """Explode the prio pings of one date into shares per server and batch id.
 
@@ -92,9 +110,12 @@ def staging_command(date: str, input_: str, output: str, source: str, config_pat
 
 
 @entry_point.command("fetch-origins")
-@click.option("--url", default=None,
-              help="Read TelemetryOriginData.inc from this http(s) or file URL, or local path, instead of "
-                   f"the bundled list (Firefox's is {origins.TELEMETRY_ORIGIN_DATA_URL}).")
+@click.option(
+    "--url",
+    default=None,
+    help="Read TelemetryOriginData.inc from this http(s) or file URL, or local path, instead of "
+    f"the bundled list (Firefox's is {origins.TELEMETRY_ORIGIN_DATA_URL}).",
+)
 @click.option("--output", type=click.File("w"), default="-", help="Where to write the JSON list.")
 def fetch_origins(url: str | None, output) -> None:
     """Print the origin list [{name, hash, index}] with the final __UNKNOWN__ entry."""
@@ -107,10 +128,17 @@ def fetch_origins(url: str | None, output) -> None:
 @click.option("--input", "input_", required=True, help="A processed/publish folder of batch_id=<id> folders.")
 @click.option("--output", required=True, help="The folder for the indexed rows (replaced).")
 @config_option
-@click.option("--origins", "origins_path", envvar="ORIGIN_CONFIG", default=None,
-              help="The origin list as JSON (default: the bundled list).")
+@click.option(
+    "--origins",
+    "origins_path",
+    envvar="ORIGIN_CONFIG",
+    default=None,
+    help="The origin list as JSON (default: the bundled list).",
+)
 @click.option("--date", default=None, help="The submission date (default: the date folder in --input).")
-def index_command(input_: str, output: str, config_path: str, origins_path: str | None, date: str | None) -> None:
+def index_command(
+    input_: str, output: str, config_path: str, origins_path: str | None, date: str | None
+) -> None:
     """Map published totals to origins: one row per origin and batch.
 
     A batch id missing from the config, or a vector longer than the origin list,
@@ -156,8 +184,12 @@ def _indexed_rows(folder: str) -> list[dict]:
 @date_option
 @database_option
 @table_option
-@click.option("--dataset", envvar="DATASET", default=None,
-              help="Load into this BigQuery [project.]dataset instead of the SQLite file.")
+@click.option(
+    "--dataset",
+    envvar="DATASET",
+    default=None,
+    help="Load into this BigQuery [project.]dataset instead of the SQLite file.",
+)
 def insert_command(input_: str, date: str, database_path: str, table: str, dataset: str | None) -> None:
     """Replace one date's rows in the results table with the indexed rows.
 
@@ -193,12 +225,23 @@ def _insert_bigquery(rows: list[dict], dataset: str, table: str, date: str) -> N
 @table_option
 @click.option("--output", required=True, help="The folder for the pages, one <date>.html per date.")
 @click.option("--date", "dates", multiple=True, help="Dates to report (default: every date in the table).")
-@click.option("--top", type=click.IntRange(1, 500), default=report.DEFAULT_TOP, show_default=True,
-              help="Origins per chart.")
-@click.option("--min-batch-size", envvar="MIN_BATCH_SIZE", type=click.IntRange(min=0), default=None,
-              help="The minimum batch size the servers publish with, to state on the page.")
-def report_command(database_path: str, table: str, output: str, dates: tuple[str, ...], top: int,
-                   min_batch_size: int | None) -> None:
+@click.option(
+    "--top",
+    type=click.IntRange(1, 500),
+    default=report.DEFAULT_TOP,
+    show_default=True,
+    help="Origins per chart.",
+)
+@click.option(
+    "--min-batch-size",
+    envvar="MIN_BATCH_SIZE",
+    type=click.IntRange(min=0),
+    default=None,
+    help="The minimum batch size the servers publish with, to state on the page.",
+)
+def report_command(
+    database_path: str, table: str, output: str, dates: tuple[str, ...], top: int, min_batch_size: int | None
+) -> None:
     """Write a self-contained HTML page per date: top origins per metric, totals, errors."""
     for d in dates:
         _date(d)
@@ -214,23 +257,48 @@ def report_command(database_path: str, table: str, output: str, dates: tuple[str
 
 @entry_point.command("generate-pings")
 @config_option
-@click.option("--public-key-hex-internal", envvar="PUBLIC_KEY_HEX_INTERNAL", required=True,
-              help="Server A's public key as hex.")
-@click.option("--public-key-hex-external", envvar="PUBLIC_KEY_HEX_EXTERNAL", required=True,
-              help="Server B's public key as hex.")
-@click.option("--output", required=True, help="The sink folder: <date>/<hour>/telemetry/prio/4/ and expected.json.")
+@click.option(
+    "--public-key-hex-internal",
+    envvar="PUBLIC_KEY_HEX_INTERNAL",
+    required=True,
+    help="Server A's public key as hex.",
+)
+@click.option(
+    "--public-key-hex-external",
+    envvar="PUBLIC_KEY_HEX_EXTERNAL",
+    required=True,
+    help="Server B's public key as hex.",
+)
+@click.option(
+    "--output", required=True, help="The sink folder: <date>/<hour>/telemetry/prio/4/ and expected.json."
+)
 @date_option
 @click.option("--n-pings", type=click.IntRange(min=3), default=10, show_default=True, help="Valid pings.")
-@click.option("--prg-keying", type=click.Choice([k.value for k in PrgKeying]), default=PrgKeying.HASHED.value,
-              envvar="PRG_KEYING", show_default=True, help="How the clients key their PRG.")
-def generate_pings(config_path: str, public_key_hex_internal: str, public_key_hex_external: str, output: str,
-                   date: str, n_pings: int, prg_keying: str) -> None:
+@click.option(
+    "--prg-keying",
+    type=click.Choice([k.value for k in PrgKeying]),
+    default=PrgKeying.HASHED.value,
+    envvar="PRG_KEYING",
+    show_default=True,
+    help="How the clients key their PRG.",
+)
+def generate_pings(
+    config_path: str,
+    public_key_hex_internal: str,
+    public_key_hex_external: str,
+    output: str,
+    date: str,
+    n_pings: int,
+    prg_keying: str,
+) -> None:
     """Firefox-shaped prio pings with planted counts, some malformed and duplicate (for tests)."""
     _date(date)
     key_a = public_key_from_hex(public_key_hex_internal, "--public-key-hex-internal")
     key_b = public_key_from_hex(public_key_hex_external, "--public-key-hex-external")
     with _errors():
-        pings.generate(_batches(config_path), key_a, key_b, location(output), date, n_pings, PrgKeying(prg_keying))
+        pings.generate(
+            _batches(config_path), key_a, key_b, location(output), date, n_pings, PrgKeying(prg_keying)
+        )
     click.echo(f"generated {n_pings} pings for {date}")
 
 
@@ -248,5 +316,7 @@ def check_command(database_path: str, table: str, expected: str) -> None:
         click.echo(problem, err=True)
     if problems:
         sys.exit(1)
-    click.echo(f"all {sum(len(c) for c in want['counts'].values())} origin counts of {len(want['counts'])} "
-               f"metrics match")
+    click.echo(
+        f"all {sum(len(c) for c in want['counts'].values())} origin counts of {len(want['counts'])} "
+        f"metrics match"
+    )

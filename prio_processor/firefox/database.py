@@ -56,7 +56,7 @@ def _quoted(name: str) -> str:
 
 def create_table_sql(table: str = DEFAULT_TABLE) -> str:
     columns = ", ".join(f"{_quoted(c.name)} {c.sqlite} NOT NULL" for c in SCHEMA)
-    key = "PRIMARY KEY (submission_date, batch_id, \"index\")"
+    key = 'PRIMARY KEY (submission_date, batch_id, "index")'
     return f"CREATE TABLE IF NOT EXISTS {_quoted(_table_name(table))} ({columns}, {key})"
 
 
@@ -128,7 +128,9 @@ def bigquery_load_job(dataset: str, table: str, date: str) -> tuple[str, Any]:
         source_format=bigquery.SourceFormat.NEWLINE_DELIMITED_JSON,
         write_disposition=bigquery.WriteDisposition.WRITE_TRUNCATE,
         create_disposition=bigquery.CreateDisposition.CREATE_IF_NEEDED,
-        time_partitioning=bigquery.TimePartitioning(type_=bigquery.TimePartitioningType.DAY, field="submission_date"),
+        time_partitioning=bigquery.TimePartitioning(
+            type_=bigquery.TimePartitioningType.DAY, field="submission_date"
+        ),
         autodetect=False,
     )
     # The partition decorator limits WRITE_TRUNCATE to that date.

@@ -65,7 +65,7 @@ def offset_of(batch_id: str, config: dict[str, int]) -> int:
 def published_batches(published: Location) -> list[str]:
     """Batch ids named by the `batch_id=<id>` folders of a publish folder."""
     names = {rel.split("/", 1)[0] for rel, _ in published.walk() if "/" in rel}
-    return sorted(n[len(BATCH_FOLDER):] for n in names if n.startswith(BATCH_FOLDER))
+    return sorted(n[len(BATCH_FOLDER) :] for n in names if n.startswith(BATCH_FOLDER))
 
 
 def date_from_path(published: Location) -> str | None:
@@ -98,8 +98,9 @@ class _Reject(Exception):
         self.detail = detail
 
 
-def _batch_rows(folder: Location, batch_id: str, config: dict[str, int], origins: list[Origin],
-                date: str) -> Iterator[dict[str, Any]]:
+def _batch_rows(
+    folder: Location, batch_id: str, config: dict[str, int], origins: list[Origin], date: str
+) -> Iterator[dict[str, Any]]:
     if batch_id not in config:
         raise _Reject("unknown_batch", f"batch {batch_id} is not in the data config")
     try:
@@ -148,9 +149,13 @@ def _checked_record(record: dict[str, Any] | BadRecord, batch_id: str, n_data: i
         and all(isinstance(v, int) and not isinstance(v, bool) for v in payload)
     )
     if not fields_ok:
-        raise _Reject("bad_record", f"batch {batch_id}: a published record lacks id, timestamp or integer payload")
+        raise _Reject(
+            "bad_record", f"batch {batch_id}: a published record lacks id, timestamp or integer payload"
+        )
     if len(payload) != n_data:
-        raise _Reject("wrong_length", f"batch {batch_id} published {len(payload)} counts, the config says {n_data}")
+        raise _Reject(
+            "wrong_length", f"batch {batch_id} published {len(payload)} counts, the config says {n_data}"
+        )
     counts = [record.get(k, 0) for k in ("error", "total")]
     if not all(isinstance(v, int) and not isinstance(v, bool) for v in counts):
         raise _Reject("bad_record", f"batch {batch_id}: error and total must be integers")

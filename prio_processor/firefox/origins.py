@@ -15,7 +15,8 @@ from importlib import resources
 from typing import Any
 
 TELEMETRY_ORIGIN_DATA_URL = (
-    "https://hg.mozilla.org/mozilla-central/raw-file/tip/toolkit/components/telemetry/core/TelemetryOriginData.inc"
+    "https://hg.mozilla.org/mozilla-central/raw-file/tip/"
+    "toolkit/components/telemetry/core/TelemetryOriginData.inc"
 )
 UNKNOWN = "__UNKNOWN__"
 _STRING = r'"((?:[^"\\]|\\.)*)"'
@@ -45,7 +46,7 @@ def parse_inc(text: str) -> list[Origin]:
             continue
         match = _ORIGIN_LINE.match(line)
         if match is None:
-            raise OriginError(f"line {number} is not ORIGIN(\"name\", \"hash\"): {line[:80]!r}")
+            raise OriginError(f'line {number} is not ORIGIN("name", "hash"): {line[:80]!r}')
         origins.append({"name": _unquote(match[1]), "hash": _unquote(match[2]), "index": len(origins)})
     if not origins:
         raise OriginError("no ORIGIN lines found")

@@ -105,7 +105,7 @@ def generate(
         offset = 0
         for batch in metric.parts:
             config = Config(batch.n_data, public_key_a, public_key_b, batch.batch_id.encode())
-            vectors = [row[offset:offset + batch.n_data] for row in bits]
+            vectors = [row[offset : offset + batch.n_data] for row in bits]
             packets = Client(config, keying).encode_batch(vectors)
             for p, (share_a, share_b) in enumerate(packets):
                 prio = {"a": base64.b64encode(share_a).decode(), "b": base64.b64encode(share_b).decode()}
@@ -120,7 +120,9 @@ def generate(
                     for i, bit in enumerate(vectors[p]):
                         expected_counts[metric.name][offset + i] += bit
             offset += batch.n_data
-    entries[3 % n_pings].append({"encoding": "content.blocking_unknown_metric-0", "prio": {"a": "AA==", "b": "AA=="}})
+    entries[3 % n_pings].append(
+        {"encoding": "content.blocking_unknown_metric-0", "prio": {"a": "AA==", "b": "AA=="}}
+    )
     pings = [_ping(i, e) for i, e in zip(ids, entries)]
     lines: list[str] = [json.dumps(_message(p)) for p in pings]
     lines.append(json.dumps(_message(pings[0])))  # a duplicate ping id
@@ -132,7 +134,13 @@ def generate(
         "date": date,
         "counts": expected_counts,
         "errors": dict(expected_errors),
-        "staging_rejects": {"bad_json": 1, "bad_base64": 1, "bad_ping": 1, "missing_share": 1, "unknown_encoding": 1},
+        "staging_rejects": {
+            "bad_json": 1,
+            "bad_base64": 1,
+            "bad_ping": 1,
+            "missing_share": 1,
+            "unknown_encoding": 1,
+        },
         "duplicates": 1,
     }
     sink.join("expected.json").write_bytes(json.dumps(expected).encode("utf-8"))
@@ -144,7 +152,7 @@ def _write_sink(sink: Location, date: str, lines: list[str]) -> None:
     for number, (hour, k) in enumerate(slots):
         path = sink.join(date, hour, "telemetry", "prio", "4", f"part-{k}.ndjson")
         with path.open_write() as f:
-            for line in lines[number::len(slots)]:
+            for line in lines[number :: len(slots)]:
                 f.write((line + "\n").encode("utf-8"))
 
 
@@ -164,7 +172,9 @@ def check(expected: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
             problems.append(f"metric {metric}: {len(got[metric])} origins, expected {len(counts)}")
         for index, want in enumerate(counts):
             if got[metric].get(index) != want:
-                problems.append(f"metric {metric}, origin index {index}: {got[metric].get(index)} != expected {want}")
+                problems.append(
+                    f"metric {metric}, origin index {index}: {got[metric].get(index)} != expected {want}"
+                )
                 break
     for metric in got.keys() - expected["counts"].keys():
         problems.append(f"metric {metric}: rows that were not generated")

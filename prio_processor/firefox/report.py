@@ -40,7 +40,9 @@ def dates(path: str, table: str = database.DEFAULT_TABLE) -> list[str]:
     return [r[0] for r in database.query(path, f"SELECT DISTINCT submission_date FROM {name} ORDER BY 1")]
 
 
-def metrics(path: str, date: str, top: int = DEFAULT_TOP, table: str = database.DEFAULT_TABLE) -> list[Metric]:
+def metrics(
+    path: str, date: str, top: int = DEFAULT_TOP, table: str = database.DEFAULT_TABLE
+) -> list[Metric]:
     name = database._quoted(database._table_name(table))
     result = []
     for (metric,) in database.query(
@@ -48,19 +50,22 @@ def metrics(path: str, date: str, top: int = DEFAULT_TOP, table: str = database.
     ):
         top_rows = database.query(
             path,
-            f'SELECT origin, aggregate FROM {name} WHERE submission_date = ? AND batch_id = ? '
+            f"SELECT origin, aggregate FROM {name} WHERE submission_date = ? AND batch_id = ? "
             f'ORDER BY aggregate DESC, "index" LIMIT ?',
             (date, metric, top),
         )
         part_rows = database.query(
             path,
-            f'SELECT id, MIN("index") AS first, COUNT(*) AS origins, MAX(error) AS error, MAX(total) AS total, '
-            f'SUM(aggregate) AS counted FROM {name} WHERE submission_date = ? AND batch_id = ? '
-            f'GROUP BY id ORDER BY first',
+            f'SELECT id, MIN("index") AS first, COUNT(*) AS origins, '
+            f"MAX(error) AS error, MAX(total) AS total, "
+            f"SUM(aggregate) AS counted FROM {name} WHERE submission_date = ? AND batch_id = ? "
+            f"GROUP BY id ORDER BY first",
             (date, metric),
         )
         parts = [Part(r["id"], r["first"], r["origins"], r["error"], r["total"]) for r in part_rows]
-        result.append(Metric(metric, [(r[0], r[1]) for r in top_rows], parts, sum(r["counted"] for r in part_rows)))
+        result.append(
+            Metric(metric, [(r[0], r[1]) for r in top_rows], parts, sum(r["counted"] for r in part_rows))
+        )
     return result
 
 
@@ -105,7 +110,8 @@ def render(date: str, metric_list: list[Metric], min_batch_size: int | None = No
             f'<section class="metric"><h2>{e(m.name)}</h2>'
             f'<img class="chart" alt="top origins of {e(m.name)}" src="data:image/png;base64,{png}">'
             f"<p>Sum of counts over all origins: <b>{m.count_sum}</b></p>"
-            "<table><thead><tr><th>origin indexes</th><th>clients</th><th>errors</th><th>valid</th></tr></thead>"
+            "<table><thead><tr><th>origin indexes</th><th>clients</th><th>errors</th><th>valid</th></tr>"
+            "</thead>"
             f"<tbody>{part_rows}</tbody></table></section>"
         )
     policy = (
@@ -115,11 +121,11 @@ def render(date: str, metric_list: list[Metric], min_batch_size: int | None = No
     )
     body = "".join(sections) or "<p>No results for this date.</p>"
     return (
-        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         f"<title>Origin telemetry {e(date)}</title><style>"
         "body{font-family:sans-serif;margin:2em;max-width:60em}"
         "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.2em .6em;text-align:right}"
         "img.chart{display:block;max-width:100%}"
         "</style></head><body>"
-        f"<h1>Origin telemetry, {e(date)}</h1><p class=\"policy\">{e(policy)}</p>{body}</body></html>"
+        f'<h1>Origin telemetry, {e(date)}</h1><p class="policy">{e(policy)}</p>{body}</body></html>'
     )

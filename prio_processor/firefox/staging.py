@@ -51,8 +51,10 @@ class StagingSummary:
     def lines(self) -> list[str]:
         written = sum(self.entries.values())
         out = [
-            (f"{self.pings} pings read, {self.duplicates} duplicate ping ids dropped, "
-             f"{written} entries written in {len(self.entries)} batches")
+            (
+                f"{self.pings} pings read, {self.duplicates} duplicate ping ids dropped, "
+                f"{written} entries written in {len(self.entries)} batches"
+            )
         ]
         errors = sum(self.rejects.values())
         line = f"{errors} errors out of {self.pings} total"
@@ -240,8 +242,15 @@ def stage(
     return summary
 
 
-def _explode(entry: Any, position: int, ping_id: str, known_batches: set[str] | None, rejects: _Rejects,
-             spills: dict[str, _Spill], scratch: Path) -> None:
+def _explode(
+    entry: Any,
+    position: int,
+    ping_id: str,
+    known_batches: set[str] | None,
+    rejects: _Rejects,
+    spills: dict[str, _Spill],
+    scratch: Path,
+) -> None:
     if not isinstance(entry, dict):
         rejects.add("bad_entry", "prioData entry is not an object", ping_id, position)
         return
@@ -265,14 +274,18 @@ def _explode(entry: Any, position: int, ping_id: str, known_batches: set[str] | 
     spill.add(str(shares[0]), str(shares[1]))
 
 
-def _write_batches(spills: dict[str, _Spill], day_out: Location, scratch: Path, summary: StagingSummary) -> None:
+def _write_batches(
+    spills: dict[str, _Spill], day_out: Location, scratch: Path, summary: StagingSummary
+) -> None:
     for batch_id in sorted(spills):
         spill = spills[batch_id]
         row = 0
         for number, entries in enumerate(_shuffled_parts(spill, spill.path.parent)):
             name = f"part-{number:05d}.ndjson"
-            with RecordWriter(day_out.join("server_id=a", f"batch_id={batch_id}", name)) as out_a, \
-                    RecordWriter(day_out.join("server_id=b", f"batch_id={batch_id}", name)) as out_b:
+            with (
+                RecordWriter(day_out.join("server_id=a", f"batch_id={batch_id}", name)) as out_a,
+                RecordWriter(day_out.join("server_id=b", f"batch_id={batch_id}", name)) as out_b,
+            ):
                 for share_a, share_b in entries:
                     row += 1
                     out_a.write({"id": str(row), "payload": share_a})

@@ -14,9 +14,21 @@ from prio_processor.firefox.commands import entry_point
 
 
 def rows(date: str, values: list[int], batch_id: str = "content.blocking_blocked") -> list[dict]:
-    return [{"submission_date": date, "batch_id": batch_id, "origin": f"o{i}", "hash": f"h{i}", "index": i,
-             "aggregate": v, "error": 1, "total": 9, "id": "rec", "timestamp": "2019-06-26T10:00:00"}
-            for i, v in enumerate(values)]
+    return [
+        {
+            "submission_date": date,
+            "batch_id": batch_id,
+            "origin": f"o{i}",
+            "hash": f"h{i}",
+            "index": i,
+            "aggregate": v,
+            "error": 1,
+            "total": 9,
+            "id": "rec",
+            "timestamp": "2019-06-26T10:00:00",
+        }
+        for i, v in enumerate(values)
+    ]
 
 
 def test_declared_schema_and_replacing_a_date(tmp_path):
@@ -25,7 +37,9 @@ def test_declared_schema_and_replacing_a_date(tmp_path):
     database.replace_date(db, "2019-06-27", rows("2019-06-27", [4]))
     database.replace_date(db, "2019-06-26", rows("2019-06-26", [5, 6]))
     with sqlite3.connect(db) as conn:
-        got = conn.execute("SELECT submission_date, \"index\", aggregate FROM content_blocking ORDER BY 1, 2").fetchall()
+        got = conn.execute(
+            'SELECT submission_date, "index", aggregate FROM content_blocking ORDER BY 1, 2'
+        ).fetchall()
         columns = [(c[1], c[2], c[3]) for c in conn.execute("PRAGMA table_info(content_blocking)")]
     assert got == [("2019-06-26", 0, 5), ("2019-06-26", 1, 6), ("2019-06-27", 0, 4)]
     assert columns == [(c.name, c.sqlite, 1) for c in database.SCHEMA]
@@ -48,7 +62,9 @@ def test_a_bad_row_leaves_the_date_as_it_was(tmp_path):
 def test_insert_command_sqlite(tmp_path):
     indexed = tmp_path / "indexed"
     indexed.mkdir()
-    (indexed / "part-00000.json").write_text("".join(json.dumps(r) + "\n" for r in rows("2019-06-26", [3, 4])))
+    (indexed / "part-00000.json").write_text(
+        "".join(json.dumps(r) + "\n" for r in rows("2019-06-26", [3, 4]))
+    )
     db = tmp_path / "r.sqlite"
     args = ["insert", "--input", str(indexed), "--date", "2019-06-26", "--database", str(db)]
     for _ in range(2):
@@ -78,7 +94,10 @@ def test_bigquery_load_job_replaces_one_partition_with_the_declared_schema():
 
     client = RecordingClient()
     data = b'{"submission_date": "2019-06-26"}\n'
-    assert database.load_bigquery(client, io.BytesIO(data), "telemetry", "content_blocking", "2019-06-26") == "done"
+    assert (
+        database.load_bigquery(client, io.BytesIO(data), "telemetry", "content_blocking", "2019-06-26")
+        == "done"
+    )
     sent, destination, config = client.calls[0]
     assert sent == data
     assert destination == "telemetry.content_blocking$20190626"
@@ -87,6 +106,7 @@ def test_bigquery_load_job_replaces_one_partition_with_the_declared_schema():
     assert config.autodetect is False
     assert config.time_partitioning.field == "submission_date"
     assert [(f.name, f.field_type, f.mode) for f in config.schema] == [
-        (c.name, c.bigquery, "REQUIRED") for c in database.SCHEMA]
+        (c.name, c.bigquery, "REQUIRED") for c in database.SCHEMA
+    ]
     with pytest.raises(database.DatabaseError):
         database.bigquery_load_job("telemetry", "content_blocking", "26/06/2019")

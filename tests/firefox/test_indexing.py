@@ -22,8 +22,13 @@ CONTENT = Path(__file__).resolve().parents[2] / "config" / "content.json"
 def publish(folder: Path, batch_id: str, payload: list[int], error: int = 0, total: int = 10) -> None:
     target = folder / f"batch_id={batch_id}"
     target.mkdir(parents=True)
-    record = {"id": str(uuid.uuid4()), "timestamp": "2019-06-26T10:00:00", "payload": payload,
-              "error": error, "total": total}
+    record = {
+        "id": str(uuid.uuid4()),
+        "timestamp": "2019-06-26T10:00:00",
+        "payload": payload,
+        "error": error,
+        "total": total,
+    }
     (target / "publish.ndjson").write_text(json.dumps(record) + "\n")
 
 
@@ -33,13 +38,26 @@ def test_original_mapping(tmp_path):
     result = indexing.index(location(tmp_path), CONFIG, ORIGINS, DATE)
     assert result.errors == []
     assert [(r["batch_id"], r["origin"], r["hash"], r["index"], r["aggregate"]) for r in result.rows] == [
-        ("test", "a", "h-a", 0, 10), ("test", "b", "h-b", 1, 11), ("test", "c", "h-c", 2, 12),
-        ("test", "d", "h-d", 3, 13), ("test", "e", "h-e", 4, 14),
+        ("test", "a", "h-a", 0, 10),
+        ("test", "b", "h-b", 1, 11),
+        ("test", "c", "h-c", 2, 12),
+        ("test", "d", "h-d", 3, 13),
+        ("test", "e", "h-e", 4, 14),
     ]
     assert {(r["error"], r["total"]) for r in result.rows[:3]} == {(1, 7)}
     assert {r["submission_date"] for r in result.rows} == {DATE}
-    assert set(result.rows[0]) == {"id", "timestamp", "batch_id", "origin", "hash", "index", "aggregate",
-                                   "error", "total", "submission_date"}
+    assert set(result.rows[0]) == {
+        "id",
+        "timestamp",
+        "batch_id",
+        "origin",
+        "hash",
+        "index",
+        "aggregate",
+        "error",
+        "total",
+        "submission_date",
+    }
 
 
 def test_hyphenated_metric_names_split_at_the_last_hyphen(tmp_path):
@@ -47,7 +65,10 @@ def test_hyphenated_metric_names_split_at_the_last_hyphen(tmp_path):
     publish(tmp_path, "content.blocking-x-1", [7, 8, 9])
     rows = indexing.index(location(tmp_path), config, ORIGINS, DATE).rows
     assert [(r["batch_id"], r["index"], r["aggregate"]) for r in rows] == [
-        ("content.blocking-x", 2, 7), ("content.blocking-x", 3, 8), ("content.blocking-x", 4, 9)]
+        ("content.blocking-x", 2, 7),
+        ("content.blocking-x", 3, 8),
+        ("content.blocking-x", 4, 9),
+    ]
 
 
 def test_unknown_batch_and_too_long_vectors_are_named_errors(tmp_path):
@@ -72,8 +93,9 @@ def test_index_command(tmp_path):
     publish(published, "missing-0", [1, 2])
     (published / "_SUCCESS").write_text("")
     out = tmp_path / "indexed"
-    result = CliRunner().invoke(entry_point, ["index", "--input", str(published), "--output", str(out),
-                                              "--config", str(CONTENT)])
+    result = CliRunner().invoke(
+        entry_point, ["index", "--input", str(published), "--output", str(out), "--config", str(CONTENT)]
+    )
     assert result.exit_code == 0, result.output
     assert "error: batch missing-0 is not in the data config" in result.output
     assert "1 errors out of 3 total" in result.output

@@ -42,8 +42,9 @@ def test_parse_inc():
     ]
 
 
-@pytest.mark.parametrize("line", ['__import__("os").system("true")', 'ORIGIN("a", "b") + ORIGIN("c", "d")',
-                                  'ORIGIN("a")'])
+@pytest.mark.parametrize(
+    "line", ['__import__("os").system("true")', 'ORIGIN("a", "b") + ORIGIN("c", "d")', 'ORIGIN("a")']
+)
 def test_code_is_not_run_but_named(line):
     with pytest.raises(origins.OriginError, match="line 2 is not ORIGIN"):
         origins.parse_inc('ORIGIN("a", "b")\n' + line + "\n")

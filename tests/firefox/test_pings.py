@@ -18,8 +18,15 @@ def _rows(expected: dict) -> list[dict]:
     for metric, counts in expected["counts"].items():
         for index, count in enumerate(counts):
             error = sum(n for b, n in expected["errors"].items() if b.startswith(metric + "-"))
-            rows.append({"batch_id": metric, "index": index, "aggregate": count, "id": f"{metric}-rec",
-                         "error": error})
+            rows.append(
+                {
+                    "batch_id": metric,
+                    "index": index,
+                    "aggregate": count,
+                    "id": f"{metric}-rec",
+                    "error": error,
+                }
+            )
     return rows
 
 
@@ -30,7 +37,9 @@ def test_generated_pings_stage_as_planned_and_the_check_can_fail(tmp_path):
     expected = pings.generate(CONFIG, public_a, public_b, sink, DATE, n_pings=5)
     assert json.loads((tmp_path / "sink" / "expected.json").read_text()) == expected
     assert set(expected["counts"]) == {"m.one", "m.two"}
-    assert len(expected["counts"]["m.one"]) == 5 and expected["counts"]["m.one"][0] == 3  # 5 pings, 2 not counted
+    assert (
+        len(expected["counts"]["m.one"]) == 5 and expected["counts"]["m.one"][0] == 3
+    )  # 5 pings, 2 not counted
     assert expected["errors"] == {"m.one-0": 1}
 
     summary = staging.stage(sink, location(tmp_path / "out"), DATE, "gcs", {b.batch_id for b in CONFIG})
@@ -44,6 +53,8 @@ def test_generated_pings_stage_as_planned_and_the_check_can_fail(tmp_path):
     rows[-1]["error"] = 3
     problems = pings.check(expected, rows)
     want = rows[1]["aggregate"] - 1
-    assert problems == [f"metric m.one, origin index 1: {want + 1} != expected {want}",
-                        "metric m.two: 3 errors, expected 0"]
+    assert problems == [
+        f"metric m.one, origin index 1: {want + 1} != expected {want}",
+        "metric m.two: 3 errors, expected 0",
+    ]
     assert "metric m.two: no rows" in pings.check(expected, [r for r in rows if r["batch_id"] != "m.two"])

@@ -16,17 +16,35 @@ from prio_processor.firefox.commands import entry_point
 DATE = "2019-06-26"
 METRICS = ("content.blocking_blocked", "content.blocking_opener_exempt", "content.blocking_<script>")
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def _rows(metric: str, number: int) -> list[dict]:
     out = []
     for part, (start, length, error) in enumerate(((0, 30, number), (30, 10, 0))):
         for i in range(start, start + length):
-            out.append({"submission_date": DATE, "batch_id": metric, "origin": f"origin-{i}.example",
-                        "hash": f"h{i}", "index": i, "aggregate": (i * 7 + number) % 23, "error": error,
-                        "total": 50 + part, "id": f"{metric}-{part}", "timestamp": f"{DATE}T10:00:00"})
+            out.append(
+                {
+                    "submission_date": DATE,
+                    "batch_id": metric,
+                    "origin": f"origin-{i}.example",
+                    "hash": f"h{i}",
+                    "index": i,
+                    "aggregate": (i * 7 + number) % 23,
+                    "error": error,
+                    "total": 50 + part,
+                    "id": f"{metric}-{part}",
+                    "timestamp": f"{DATE}T10:00:00",
+                }
+            )
     return out
 
 
@@ -34,8 +52,20 @@ def _rows(metric: str, number: int) -> list[dict]:
 def page_file(tmp_path) -> Path:
     db = tmp_path / "results.sqlite"
     database.replace_date(str(db), DATE, [r for n, m in enumerate(METRICS) for r in _rows(m, n)])
-    result = CliRunner().invoke(entry_point, ["report", "--database", str(db), "--output", str(tmp_path / "report"),
-                                              "--top", "12", "--min-batch-size", "100"])
+    result = CliRunner().invoke(
+        entry_point,
+        [
+            "report",
+            "--database",
+            str(db),
+            "--output",
+            str(tmp_path / "report"),
+            "--top",
+            "12",
+            "--min-batch-size",
+            "100",
+        ],
+    )
     assert result.exit_code == 0, result.output
     return tmp_path / "report" / f"{DATE}.html"
 
@@ -55,7 +85,12 @@ def chart_problems(page_file: Path, profile: str) -> tuple[list[str], list[str]]
 
     with sync_playwright() as p:
         browser = p.chromium.launch_persistent_context(
-            profile, executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS, viewport={"width": 1000, "height": 800})
+            profile,
+            executable_path=CHROMIUM,
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1000, "height": 800},
+        )
         try:
             page = browser.new_page()
             page.goto(page_file.as_uri())
@@ -92,6 +127,6 @@ def test_the_chromium_check_sees_a_broken_chart(page_file, tmp_path):
     text = page_file.read_text()
     start = text.index("data:image/png;base64,") + len("data:image/png;base64,")
     broken = page_file.with_name("broken.html")
-    broken.write_text(text[:start] + "AAAA" + text[start + 4:])
+    broken.write_text(text[:start] + "AAAA" + text[start + 4 :])
     _, problems = chart_problems(broken, tempfile.mkdtemp(dir=tmp_path))
     assert len(problems) == 1 and "not shown" in problems[0]

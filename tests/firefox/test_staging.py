@@ -48,7 +48,9 @@ def with_id(ping: dict, ping_id: str | None = None) -> dict:
 
 
 def read_folder(folder: Path) -> list[dict]:
-    return [json.loads(line) for part in sorted(folder.glob("part-*")) for line in part.read_text().splitlines()]
+    return [
+        json.loads(line) for part in sorted(folder.glob("part-*")) for line in part.read_text().splitlines()
+    ]
 
 
 def run(*args: str) -> str:
@@ -96,8 +98,16 @@ def test_bad_input_is_counted_and_listed_without_payloads(tmp_path, real_ping):
     no_data = with_id(real_ping, "no-data")
     del no_data["payload"]["prioData"]
     lines = [
-        message(good), message(good), message(no_b), message(unknown), message(odd_encoding), message(no_data),
-        "{truncated", {"payload": "@@@"}, message("[1, 2]"), message({"id": "", "payload": {}}),
+        message(good),
+        message(good),
+        message(no_b),
+        message(unknown),
+        message(odd_encoding),
+        message(no_data),
+        "{truncated",
+        {"payload": "@@@"},
+        message("[1, 2]"),
+        message({"id": "", "payload": {}}),
     ]
     write_sink(sink, DATE, "00", "part-0.ndjson", lines[:5])
     write_sink(sink, DATE, "13", "part-1.ndjson", lines[5:])
@@ -108,8 +118,18 @@ def test_bad_input_is_counted_and_listed_without_payloads(tmp_path, real_ping):
     rejects_file = out / f"submission_date={DATE}" / "_rejects.staging.ndjson"
     rejects = [json.loads(line) for line in rejects_file.read_text().splitlines()]
     reasons = Counter(r["reason"] for r in rejects)
-    assert reasons == {"missing_share": 1, "unknown_encoding": 2, "bad_ping": 3, "bad_json": 1, "bad_base64": 1}
-    listed = {(r["ping_id"], r.get("entry")) for r in rejects if r["reason"] in ("missing_share", "unknown_encoding")}
+    assert reasons == {
+        "missing_share": 1,
+        "unknown_encoding": 2,
+        "bad_ping": 3,
+        "bad_json": 1,
+        "bad_base64": 1,
+    }
+    listed = {
+        (r["ping_id"], r.get("entry"))
+        for r in rejects
+        if r["reason"] in ("missing_share", "unknown_encoding")
+    }
     assert listed == {("no-b", 0), ("unknown", 1), ("odd", 2)}
     shares = {e["prio"][s] for e in real_ping["payload"]["prioData"] for s in "ab"}
     assert not any(share in rejects_file.read_text() for share in shares)
@@ -142,8 +162,10 @@ def test_json_source_and_rerun_replaces_that_date_only(tmp_path, real_ping):
 
 def test_missing_date_is_a_configuration_error(tmp_path):
     (tmp_path / "sink").mkdir()
-    result = CliRunner().invoke(entry_point, ["staging", "--date", DATE, "--input", str(tmp_path / "sink"),
-                                              "--output", str(tmp_path / "out")])
+    result = CliRunner().invoke(
+        entry_point,
+        ["staging", "--date", DATE, "--input", str(tmp_path / "sink"), "--output", str(tmp_path / "out")],
+    )
     assert result.exit_code == 2
     assert f"no pings for {DATE}" in result.output
 
@@ -158,7 +180,9 @@ def _linked_pairs(day: Path) -> int:
 
 
 def synthetic_ping(k: int) -> dict:
-    entries = [{"encoding": f"m-{part}", "prio": {"a": f"a{part}-{k}", "b": f"b{part}-{k}"}} for part in (0, 1)]
+    entries = [
+        {"encoding": f"m-{part}", "prio": {"a": f"a{part}-{k}", "b": f"b{part}-{k}"}} for part in (0, 1)
+    ]
     return {"id": f"ping-{k}", "payload": {"prioData": entries}}
 
 
@@ -203,6 +227,8 @@ def test_staging_on_gcs(gcs, real_ping, tmp_path):
     names = {name for name, _ in staged.walk()}
     assert "_SUCCESS" in names
     assert f"submission_date={DATE}/server_id=b/_SUCCESS" in names
-    part = staged.join(f"submission_date={DATE}", "server_id=b", f"batch_id={BATCHES[1]}", "part-00000.ndjson")
+    part = staged.join(
+        f"submission_date={DATE}", "server_id=b", f"batch_id={BATCHES[1]}", "part-00000.ndjson"
+    )
     records = [json.loads(line) for line in part.read_bytes().decode().splitlines()]
     assert sorted(int(r["id"]) for r in records) == list(range(1, 13))
