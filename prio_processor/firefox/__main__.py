@@ -1,3 +1,3 @@
 from .commands import entry_point
 
-entry_point()
+entry_point(prog_name="prio-processor")

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import re
 import sqlite3
+from collections.abc import Iterable
 from contextlib import closing
 from dataclasses import dataclass
-from typing import IO, Any, Iterable
+from typing import IO, Any
 
 DEFAULT_TABLE = "content_blocking"
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")

@@ -14,10 +14,11 @@ the other batches are still indexed.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
-from ..integration import Batch
+from ..dataconfig import Batch
 from ..storage import BadRecord, Location, read_all
 from .origins import Origin
 

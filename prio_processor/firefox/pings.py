@@ -21,10 +21,10 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
+from ..dataconfig import Batch
 from ..engine.client import Client
 from ..engine.config import Config
 from ..engine.prg import PrgKeying
-from ..integration import Batch
 from ..storage import Location
 from .indexing import split_batch_id
 

@@ -8,8 +8,9 @@ Input layouts (`source`):
 Output: `OUT/submission_date=<date>/server_id={a,b}/batch_id=<encoding>/part-NNNNN.ndjson` of
 `{id, payload}` and `_SUCCESS` markers. Ids are row numbers `"1".."n"` of a uniformly random order
 within each batch, so neither the ids nor the order of lines tie one ping's entries together across
-batches. Bad pings and entries are counted by reason and listed in
-`OUT/submission_date=<date>/_rejects.staging.ndjson` (ping id, entry position, reason; no payloads).
+batches. Bad pings and entries are counted by reason and handed to a rejects sink as
+`{id (the ping's), reason, detail, entry (its position, for an entry)}`, never with a payload; the
+output holds only shares and markers.
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ import random
 import shutil
 import tempfile
 from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from ..storage import BadRecord, Location, RecordWriter, StorageError, is_hidden, read_records
 from ..storage.ops import SUCCESS_MARKER, mark_success
@@ -38,6 +40,9 @@ _GCS_DEPTH = 5
 PART_BYTES = 256 * 1024 * 1024
 _RANDOM = random.SystemRandom()
 
+#: Where rejects go, as `prio`'s stages hand theirs over (pipeline.tally.RejectSink).
+RejectSink = Callable[[dict[str, Any]], None]
+
 
 @dataclass
 class StagingSummary:
@@ -48,35 +53,40 @@ class StagingSummary:
     entries: Counter[str] = field(default_factory=Counter)
     rejects: Counter[str] = field(default_factory=Counter)
 
-    def lines(self) -> list[str]:
+    def count_line(self) -> str:
+        """The stage's count line, as `prio` prints it: errors (bad lines, pings, entries) of lines read."""
+        return f"{sum(self.rejects.values())} errors out of {self.pings} total"
+
+    def details(self) -> list[str]:
+        """What the count line does not say: pings, duplicates, entries per batch, errors by reason."""
         written = sum(self.entries.values())
         out = [
-            (
-                f"{self.pings} pings read, {self.duplicates} duplicate ping ids dropped, "
-                f"{written} entries written in {len(self.entries)} batches"
-            )
+            f"{self.pings} pings read, {self.duplicates} duplicate ping ids dropped, "
+            f"{written} entries written in {len(self.entries)} batches"
         ]
-        errors = sum(self.rejects.values())
-        line = f"{errors} errors out of {self.pings} total"
+        out += [f"batch {batch_id}: {count} entries" for batch_id, count in sorted(self.entries.items())]
         if self.rejects:
-            line += " (" + ", ".join(f"{r}: {n}" for r, n in sorted(self.rejects.items())) + ")"
-        out.append(line)
+            out.append("rejected " + ", ".join(f"{r}: {n}" for r, n in sorted(self.rejects.items())))
         return out
 
 
-class _Rejects:
-    """Counts rejects by reason and lists them without payloads."""
+def _discard(entry: dict[str, Any]) -> None:
+    """Rejects are only counted when no rejects list was asked for."""
 
-    def __init__(self, writer: RecordWriter, summary: StagingSummary) -> None:
-        self._writer = writer
+
+class _Rejects:
+    """Counts rejects by reason and hands them, without payloads, to the sink."""
+
+    def __init__(self, sink: RejectSink, summary: StagingSummary) -> None:
+        self._sink = sink
         self._summary = summary
 
     def add(self, reason: str, detail: str, ping_id: str | None = None, entry: int | None = None) -> None:
         self._summary.rejects[reason] += 1
-        record: dict[str, Any] = {"ping_id": ping_id, "reason": reason, "detail": detail}
+        record: dict[str, Any] = {"id": ping_id, "reason": reason, "detail": detail}
         if entry is not None:
             record["entry"] = entry
-        self._writer.write(record)
+        self._sink(record)
 
 
 def ping_files(input_root: Location, date: str, source: str) -> list[Location]:
@@ -125,7 +135,7 @@ def _pings(files: list[Location], source: str, rejects: _Rejects, summary: Stagi
         for record in read_records(loc):
             summary.pings += 1
             if isinstance(record, BadRecord):
-                rejects.add("bad_json", f"line {record.line} of {record.source} is not a JSON object")
+                rejects.add("bad_json", record.describe())
                 continue
             ping: Any = record
             if source == "gcs":
@@ -155,7 +165,7 @@ class _Spill:
 
     def __init__(self, folder: Path) -> None:
         self.path = folder / "entries.ndjson"
-        self.file = open(self.path, "w", encoding="utf-8")
+        self.file = open(self.path, "w", encoding="utf-8")  # noqa: SIM115 (closed once all pings are read)
         self.count = 0
         self.bytes = 0
 
@@ -178,7 +188,7 @@ def _shuffled_parts(spill: _Spill, scratch: Path) -> Iterator[list[list[str]]]:
         buckets = [spill.path]
     else:
         buckets = [scratch / f"bucket-{k}.ndjson" for k in range(n_parts)]
-        files = [open(p, "w", encoding="utf-8") for p in buckets]
+        files = [open(p, "w", encoding="utf-8") for p in buckets]  # noqa: SIM115 (closed below)
         try:
             with open(spill.path, encoding="utf-8") as source:
                 for line in source:
@@ -199,6 +209,7 @@ def stage(
     date: str,
     source: str = "gcs",
     known_batches: set[str] | None = None,
+    rejects: RejectSink = _discard,
 ) -> StagingSummary:
     """Stage the pings of `date`; replaces that date's output and nothing else."""
     files = ping_files(input_root, date, source)
@@ -212,27 +223,26 @@ def stage(
     scratch = Path(tempfile.mkdtemp(prefix="prio-staging-"))
     try:
         spills: dict[str, _Spill] = {}
-        with RecordWriter(day_out.join("_rejects.staging.ndjson")) as writer:
-            rejects = _Rejects(writer, summary)
-            seen: set[str] = set()
-            for ping in _pings(files, source, rejects, summary):
-                ping_id = ping.get("id")
-                if not isinstance(ping_id, str) or not ping_id:
-                    rejects.add("bad_ping", "ping has no id")
-                    continue
-                if ping_id in seen:
-                    summary.duplicates += 1
-                    continue
-                seen.add(ping_id)
-                payload = ping.get("payload")
-                entries = payload.get("prioData") if isinstance(payload, dict) else None
-                if not isinstance(entries, list):
-                    rejects.add("bad_ping", "ping has no payload.prioData list", ping_id)
-                    continue
-                for position, entry in enumerate(entries):
-                    _explode(entry, position, ping_id, known_batches, rejects, spills, scratch)
-            for spill in spills.values():
-                spill.file.close()
+        listed = _Rejects(rejects, summary)
+        seen: set[str] = set()
+        for ping in _pings(files, source, listed, summary):
+            ping_id = ping.get("id")
+            if not isinstance(ping_id, str) or not ping_id:
+                listed.add("bad_ping", "ping has no id")
+                continue
+            if ping_id in seen:
+                summary.duplicates += 1
+                continue
+            seen.add(ping_id)
+            payload = ping.get("payload")
+            entries = payload.get("prioData") if isinstance(payload, dict) else None
+            if not isinstance(entries, list):
+                listed.add("bad_ping", "ping has no payload.prioData list", ping_id)
+                continue
+            for position, entry in enumerate(entries):
+                _explode(entry, position, ping_id, known_batches, listed, spills, scratch)
+        for spill in spills.values():
+            spill.file.close()
         _write_batches(spills, day_out, scratch, summary)
         for server in SERVERS:
             mark_success(day_out.join(f"server_id={server}"))

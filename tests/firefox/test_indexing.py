@@ -8,9 +8,9 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
+from prio_processor.dataconfig import Batch
 from prio_processor.firefox import indexing
 from prio_processor.firefox.commands import entry_point
-from prio_processor.integration import Batch
 from prio_processor.storage import location
 
 DATE = "2019-06-26"
@@ -93,17 +93,24 @@ def test_index_command(tmp_path):
     publish(published, "missing-0", [1, 2])
     (published / "_SUCCESS").write_text("")
     out = tmp_path / "indexed"
-    result = CliRunner().invoke(
-        entry_point, ["index", "--input", str(published), "--output", str(out), "--config", str(CONTENT)]
-    )
+    listed = tmp_path / "rejects.ndjson"
+    args = ["index", "--input", str(published), "--output", str(out), "--config", str(CONTENT)]
+    result = CliRunner().invoke(entry_point, [*args, "--rejects", str(listed)])
     assert result.exit_code == 0, result.output
-    assert "error: batch missing-0 is not in the data config" in result.output
-    assert "1 errors out of 3 total" in result.output
+    assert result.stdout == "1 errors out of 3 total\n"
+    assert f"index {DATE}: unknown_batch: batch missing-0 is not in the data config" in result.stderr
+    assert f"index {DATE}: 2487 rows for 2 batches" in result.stderr
     rows = [json.loads(line) for line in (out / "part-00000.json").read_text().splitlines()]
     assert len(rows) == 2487
     assert all(r["index"] == r["aggregate"] for r in rows)
     assert rows[-1]["origin"] == "__UNKNOWN__" and rows[0]["origin"] == "PAGELOAD"
     assert {r["submission_date"] for r in rows} == {DATE}
-    rejects = [json.loads(line) for line in (out / "_rejects.index.ndjson").read_text().splitlines()]
-    assert [r["batch_id"] for r in rejects] == ["missing-0"]
-    assert (out / "_SUCCESS").is_file()
+    rejects = [json.loads(line) for line in listed.read_text().splitlines()]
+    assert [(r["batch_id"], r["reason"]) for r in rejects] == [("missing-0", "unknown_batch")]
+    assert sorted(p.name for p in out.iterdir()) == ["_SUCCESS", "part-00000.json"]
+
+    # A re-run replaces the output; rejects inside it are refused before anything is written.
+    again = CliRunner().invoke(entry_point, [*args, "--rejects", str(out)])
+    assert again.exit_code == 2 and again.stderr.count("\n") == 1
+    assert "--rejects must not be inside --output" in again.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["_SUCCESS", "part-00000.json"]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
+from prio_processor.dataconfig import Batch
 from prio_processor.engine import keys
 from prio_processor.firefox import pings, staging
-from prio_processor.integration import Batch
 from prio_processor.storage import location
 
 DATE = "2019-06-26"

@@ -117,12 +117,14 @@ def chart_problems(page_file: Path, profile: str) -> tuple[list[str], list[str]]
     return headings, problems
 
 
+@pytest.mark.browser
 def test_every_chart_shows_in_chromium(page_file, tmp_path):
     headings, problems = chart_problems(page_file, tempfile.mkdtemp(dir=tmp_path))
     assert headings == sorted(METRICS)
     assert problems == []
 
 
+@pytest.mark.browser
 def test_the_chromium_check_sees_a_broken_chart(page_file, tmp_path):
     text = page_file.read_text()
     start = text.index("data:image/png;base64,") + len("data:image/png;base64,")

@@ -5,10 +5,15 @@ from __future__ import annotations
 import base64
 import json
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = ROOT / "bin"
@@ -31,8 +36,10 @@ VARIABLES = {
     "DATASET",
     "TABLE",
     "ORIGIN_CONFIG",
+    "REJECTS",
     "STORAGE_EMULATOR_HOST",
 }
+SCRIPTS = ("ingest", "insert", "integrate-firefox")
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -55,18 +62,52 @@ def _keys() -> tuple[str, str]:
 
 
 def test_shellcheck_clean():
-    scripts = [BIN / n for n in ("ingest", "insert", "integrate-firefox")]
+    scripts = [BIN / n for n in (*SCRIPTS, "integrate")]
     result = subprocess.run(
         [str(VENV_BIN / "shellcheck"), "-x", *map(str, scripts)], cwd=ROOT, capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout
 
 
-def test_missing_variables_are_named(tmp_path):
-    for script, needed in (("ingest", "PING_INPUT"), ("insert", "BUCKET_INTERNAL_PRIVATE")):
-        result = subprocess.run([str(BIN / script)], env=_env(APP_NAME="x"), capture_output=True, text=True)
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_help_needs_no_variables(script):
+    result = subprocess.run([str(BIN / script), "--help"], env=_env(), capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "Usage: bin/" + script in result.stdout
+
+
+def test_integrate_documents_and_checks_its_source():
+    usage = subprocess.run([str(BIN / "integrate"), "--help"], env=_env(), capture_output=True, text=True)
+    assert "bin/integrate --source firefox" in usage.stdout
+    handed = subprocess.run(
+        [str(BIN / "integrate"), "--source", "firefox", "--n-rows", "3"],
+        env=_env(),
+        capture_output=True,
+        text=True,
+    )
+    assert handed.returncode == 2 and "integrate-firefox: unknown argument: --n-rows" in handed.stderr
+    bad = subprocess.run(
+        [str(BIN / "integrate"), "--source=spark"], env=_env(), capture_output=True, text=True
+    )
+    assert bad.returncode == 2 and "--source must be firefox or synthetic" in bad.stderr
+
+
+def test_missing_and_bad_variables_are_named_at_once(tmp_path):
+    for script, needed in (
+        ("ingest", ("PING_INPUT", "DATA_CONFIG", "BUCKET_EXTERNAL_PRIVATE")),
+        ("insert", ("BUCKET_INTERNAL_PRIVATE", "PUBLIC_KEY_HEX_EXTERNAL")),
+    ):
+        result = subprocess.run(
+            [str(BIN / script)],
+            env=_env(APP_NAME="../x", SUBMISSION_DATE="yesterday"),
+            capture_output=True,
+            text=True,
+        )
         assert result.returncode == 2
-        assert needed in result.stderr and "missing required variable" in result.stderr
+        lines = result.stderr.splitlines()
+        assert "missing required variable" in lines[0] and all(name in lines[0] for name in needed)
+        assert any("APP_NAME must be" in line for line in lines)
+        assert any("SUBMISSION_DATE must be a date" in line for line in lines)
 
 
 def _sink(root: Path, n_pings: int) -> None:
@@ -83,6 +124,9 @@ def test_ingest_hands_shares_to_gcs_buckets(gcs, gcs_emulator, tmp_path):
     from prio_processor.storage import location
 
     _sink(tmp_path / "sink", 2)
+    sink_file = tmp_path / "sink" / DATE / "00" / "telemetry" / "prio" / "4" / "part-0.ndjson"
+    with sink_file.open("a") as f:
+        f.write("{not json\n")
     bucket_a, bucket_b = gcs(), gcs()
     key_a, key_b = _keys()
     env = _env(
@@ -95,10 +139,14 @@ def test_ingest_hands_shares_to_gcs_buckets(gcs, gcs_emulator, tmp_path):
         BUCKET_EXTERNAL_PRIVATE=f"gs://{bucket_b}",
         PING_INPUT=str(tmp_path / "sink"),
         STORAGE_EMULATOR_HOST=gcs_emulator,
+        REJECTS=f"gs://{bucket_a}/listed",
     )
     result = subprocess.run([str(BIN / "ingest")], env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert "12 entries written in 2 batches" in result.stdout
+    assert "12 entries written in 2 batches" in result.stderr
+    assert "staging: 1 errors out of 3 total" in result.stderr
+    listed = location(f"gs://{bucket_a}/listed/rejects-staging.ndjson").read_bytes().decode().splitlines()
+    assert [json.loads(line)["reason"] for line in listed] == ["bad_json"]
     for bucket, partner_key in ((bucket_a, key_b), (bucket_b, key_a)):
         raw = location(f"gs://{bucket}/data/v1/{partner_key}/origin-telemetry/{DATE}/raw/shares")
         names = sorted(name for name, _ in raw.walk())
@@ -111,52 +159,135 @@ def test_ingest_hands_shares_to_gcs_buckets(gcs, gcs_emulator, tmp_path):
         ]
 
 
-def test_integrate_firefox_end_to_end(tmp_path):
+def _two_metrics(tmp_path: Path) -> Path:
+    """Two metrics of config/content.json (2046 + 441 origins each): the whole flow in CI time."""
+    batches = json.loads((ROOT / "config" / "content.json").read_text())
+    kept = [b for b in batches if b["batch_id"].rsplit("-", 1)[0] in METRICS]
+    path = tmp_path / "two-metrics.json"
+    path.write_text(json.dumps(kept))
+    return path
+
+
+METRICS = ("content.blocking_blocked", "content.blocking_opener_exempt_TESTONLY")
+
+
+def test_integrate_source_firefox_end_to_end(tmp_path):
     report = tmp_path / "report"
     result = subprocess.run(
-        [str(BIN / "integrate-firefox"), "--n-pings", "4", "--report", str(report)],
+        [
+            str(BIN / "integrate"),
+            "--source",
+            "firefox",
+            "--data-config",
+            str(_two_metrics(tmp_path)),
+            "--n-pings",
+            "4",
+            "--server-b-delay",
+            "0.5",
+            "--report",
+            str(report),
+        ],
         env=_env(SUBMISSION_DATE=DATE),
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-4000:]
-    assert result.stdout.count("all 19896 origin counts of 8 metrics match") == 2
-    # staging: five bad lines or entries and one duplicate, listed and counted
-    assert "1 duplicate ping ids dropped" in result.stdout
-    assert "5 errors out of" in result.stdout
-    assert "bad_base64: 1, bad_json: 1, bad_ping: 1, missing_share: 1, unknown_encoding: 1" in result.stdout
+    # Both servers' results match every planted count, and the servers' rejects of the one
+    # corrupted share (in content.blocking_blocked-0) are in the table.
+    assert result.stdout.splitlines() == [
+        "all 4974 origin counts of 2 metrics match",
+        "all 4974 origin counts of 2 metrics match",
+        str(report / f"{DATE}.html"),
+    ]
+    # staging: five bad lines or entries and one duplicate, counted
+    assert "1 duplicate ping ids dropped" in result.stderr
+    assert "staging: 5 errors out of 8 total" in result.stderr
+    assert "rejected bad_base64: 1, bad_json: 1, bad_ping: 1, missing_share: 1, unknown_encoding: 1" in (
+        result.stderr
+    )
     page = (report / f"{DATE}.html").read_text()
-    assert page.count('<img class="chart"') == 8
+    assert page.count('<img class="chart"') == len(METRICS)
 
 
-def test_insert_replaces_its_date(tmp_path):
-    published = tmp_path / "a-private" / "data" / "v1" / "KEYB" / "app" / DATE / "processed" / "publish"
-    for part, n in ((0, 2046), (1, 441)):
-        folder = published / f"batch_id=content.blocking_blocked-{part}"
+def _published(private: Path, date: str, batches: dict[str, int]) -> None:
+    published = private / "data" / "v1" / KEY_B / "app" / date / "processed" / "publish"
+    for batch_id, n in batches.items():
+        folder = published / f"batch_id={batch_id}"
         folder.mkdir(parents=True)
-        record = {
-            "id": f"r{part}",
-            "timestamp": f"{DATE}T01:00:00",
-            "payload": [1] * n,
-            "error": 0,
-            "total": 3,
-        }
+        record = {"id": batch_id, "timestamp": f"{date}T01:00:00", "payload": [1] * n, "error": 0, "total": 3}
         (folder / "publish.ndjson").write_text(json.dumps(record) + "\n")
+
+
+KEY_B = "AB" * 32
+
+
+def test_insert_replaces_its_date_and_lists_rejects_in_the_private_bucket(tmp_path):
+    private = tmp_path / "a-private"
+    _published(
+        private,
+        DATE,
+        {"content.blocking_blocked-0": 2046, "content.blocking_blocked-1": 441, "unlisted-0": 3},
+    )
     db = tmp_path / "results.sqlite"
     env = _env(
         APP_NAME="app",
         SUBMISSION_DATE=DATE,
         DATA_CONFIG=str(ROOT / "config" / "content.json"),
-        BUCKET_INTERNAL_PRIVATE=str(tmp_path / "a-private"),
-        PUBLIC_KEY_HEX_EXTERNAL="keyb",
+        BUCKET_INTERNAL_PRIVATE=str(private),
+        PUBLIC_KEY_HEX_EXTERNAL=KEY_B.lower(),
         DATABASE=str(db),
     )
     for _ in range(2):
         result = subprocess.run([str(BIN / "insert")], env=env, capture_output=True, text=True)
         assert result.returncode == 0, result.stderr
+        assert "index: 1 errors out of 3 total" in result.stderr
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT COUNT(*), SUM(aggregate) FROM content_blocking").fetchone() == (
             2487,
             2487,
         )
+    listed = private / "data" / "v1" / KEY_B / "app" / DATE / "rejects" / "index" / "rejects-index.ndjson"
+    assert [json.loads(line)["batch_id"] for line in listed.read_text().splitlines()] == ["unlisted-0"]
+    assert not any(
+        "rejects" in p.name for p in (private / "data" / "v1" / KEY_B / "app" / DATE).rglob("processed/*")
+    )
+
+
+def test_a_stopped_run_stops_its_servers_and_leaves_nothing_behind(tmp_path):
+    proc = subprocess.Popen(
+        [
+            str(BIN / "integrate-firefox"),
+            "--data-config",
+            str(_two_metrics(tmp_path)),
+            "--n-pings",
+            "3",
+            "--server-b-delay",
+            "60",
+        ],
+        env=_env(TMPDIR=str(tmp_path)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    assert proc.stderr is not None
+    try:
+        server_a = None
+        lines = []
+        for line in proc.stderr:
+            lines.append(line)
+            if "server A started (pid " in line:
+                server_a = int(line.split("(pid ", 1)[1].split(")", 1)[0])
+                break
+        assert server_a is not None, "".join(lines)
+        assert list(tmp_path.glob("integrate-firefox-*"))
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        assert proc.returncode == 143
+        with pytest.raises(ProcessLookupError):
+            os.killpg(server_a, 0)
+        assert not list(tmp_path.glob("integrate-firefox-*"))
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)

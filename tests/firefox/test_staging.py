@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import re
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -54,9 +55,11 @@ def read_folder(folder: Path) -> list[dict]:
 
 
 def run(*args: str) -> str:
+    """Staging's stderr; its stdout must be the count line alone."""
     result = CliRunner().invoke(entry_point, ["staging", *args], catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    return result.output
+    assert re.fullmatch(r"\d+ errors out of \d+ total\n", result.stdout), result.stdout
+    return result.stderr
 
 
 def test_real_ping_ids_batches_and_share_sizes(tmp_path, real_ping):
@@ -81,9 +84,13 @@ def test_real_ping_ids_batches_and_share_sizes(tmp_path, real_ping):
             assert size_b == 187 and size_a > 10_000
             sizes.add((batch_id, size_a, size_b))
     assert sizes == expected_sizes
-    assert {p.name for p in day.iterdir()} == {"server_id=a", "server_id=b", "_rejects.staging.ndjson"}
-    assert "1 pings read, 0 duplicate ping ids dropped, 6 entries written in 2 batches" in output
-    assert "0 errors out of 1 total" in output
+    # Outputs hold only shares and markers; without --rejects, rejects are only counted.
+    assert {p.name for p in day.iterdir()} == {"server_id=a", "server_id=b"}
+    assert {p.name for p in out.iterdir()} == {"_SUCCESS", f"submission_date={DATE}"}
+    assert f"staging {DATE}: 1 pings read, 0 duplicate ping ids dropped, 6 entries written in 2 batches" in (
+        output
+    )
+    assert f"staging {DATE}: batch {BATCHES[0]}: 3 entries" in output
 
 
 def test_bad_input_is_counted_and_listed_without_payloads(tmp_path, real_ping):
@@ -113,9 +120,16 @@ def test_bad_input_is_counted_and_listed_without_payloads(tmp_path, real_ping):
     write_sink(sink, DATE, "13", "part-1.ndjson", lines[5:])
     config = tmp_path / "config.json"
     config.write_text(json.dumps([{"batch_id": b, "n_data": 1} for b in BATCHES]))
-    output = run("--date", DATE, "--input", str(sink), "--output", str(out), "--config", str(config))
+    result = CliRunner().invoke(
+        entry_point,
+        ["staging", "--date", DATE, "--input", str(sink), "--output", str(out), "--config", str(config)],
+        env={"REJECTS": str(tmp_path / "rejects")},
+    )
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "8 errors out of 10 total\n"
+    output = result.stderr
 
-    rejects_file = out / f"submission_date={DATE}" / "_rejects.staging.ndjson"
+    rejects_file = tmp_path / "rejects" / "rejects-staging.ndjson"
     rejects = [json.loads(line) for line in rejects_file.read_text().splitlines()]
     reasons = Counter(r["reason"] for r in rejects)
     assert reasons == {
@@ -126,15 +140,13 @@ def test_bad_input_is_counted_and_listed_without_payloads(tmp_path, real_ping):
         "bad_base64": 1,
     }
     listed = {
-        (r["ping_id"], r.get("entry"))
-        for r in rejects
-        if r["reason"] in ("missing_share", "unknown_encoding")
+        (r["id"], r.get("entry")) for r in rejects if r["reason"] in ("missing_share", "unknown_encoding")
     }
     assert listed == {("no-b", 0), ("unknown", 1), ("odd", 2)}
     shares = {e["prio"][s] for e in real_ping["payload"]["prioData"] for s in "ab"}
     assert not any(share in rejects_file.read_text() for share in shares)
     assert "1 duplicate ping ids dropped" in output
-    assert "8 errors out of 10 total" in output
+    assert "rejected bad_base64: 1, bad_json: 1, bad_ping: 3, missing_share: 1, unknown_encoding: 2" in output
     # good (6) + no-b (5) + unknown (5) + odd (5) entries, split over the two batch ids
     day = out / f"submission_date={DATE}"
     counts = {b: len(read_folder(day / "server_id=a" / f"batch_id={b}")) for b in BATCHES}
@@ -160,14 +172,33 @@ def test_json_source_and_rerun_replaces_that_date_only(tmp_path, real_ping):
         assert sorted(int(r["id"]) for r in a) == list(range(1, 3 * n + 1))
 
 
-def test_missing_date_is_a_configuration_error(tmp_path):
+def _staging_error(tmp_path: Path, *extra: str) -> str:
+    """The one line staging prints on stderr for a configuration error (exit status 2)."""
+    args = ["staging", "--input", str(tmp_path / "sink"), "--output", str(tmp_path / "out"), *extra]
+    result = CliRunner().invoke(entry_point, args)
+    assert result.exit_code == 2, result.output
+    assert result.stdout == ""
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("Error: "), result.stderr
+    return result.stderr
+
+
+def test_configuration_errors_are_one_line(tmp_path, real_ping):
     (tmp_path / "sink").mkdir()
-    result = CliRunner().invoke(
-        entry_point,
-        ["staging", "--date", DATE, "--input", str(tmp_path / "sink"), "--output", str(tmp_path / "out")],
+    assert f"no pings for {DATE}" in _staging_error(tmp_path, "--date", DATE)
+    assert "--date '2019-02-30' is not a date as YYYY-MM-DD" in _staging_error(
+        tmp_path, "--date", "2019-02-30"
     )
-    assert result.exit_code == 2
-    assert f"no pings for {DATE}" in result.output
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps([{"batch_id": "../x-0", "n_data": 1}]))
+    assert "batch_id '../x-0' is not allowed" in _staging_error(
+        tmp_path, "--date", DATE, "--config", str(config)
+    )
+    write_sink(tmp_path / "sink", DATE, "00", "part-0.ndjson", [message(real_ping)])
+    inside = str(tmp_path / "out" / "rejects.ndjson")
+    assert "--rejects must not be inside --output" in _staging_error(
+        tmp_path, "--date", DATE, "--rejects", inside
+    )
+    assert not (tmp_path / "out").exists()
 
 
 def _linked_pairs(day: Path) -> int:
@@ -221,10 +252,20 @@ def test_staging_on_gcs(gcs, real_ping, tmp_path):
         target = sink.join(DATE, hour, "telemetry", "prio", "4", f"part-{number}.ndjson")
         target.write_bytes(("\n".join(lines) + "\n").encode())
     sink.join(DATE, "00", "telemetry", "prio", "4", "_SUCCESS").write_bytes(b"")
-    output = run("--date", DATE, "--input", sink.uri, "--output", f"gs://{bucket}/staged")
-    assert "4 pings read" in output and "24 entries written in 2 batches" in output
+    bad = json.dumps(message(json.dumps({"id": "no-payload"})))
+    sink.join(DATE, "01", "telemetry", "prio", "4", "part-9.ndjson").write_bytes((bad + "\n").encode())
+    rejects = f"gs://{bucket}/listed/staging.ndjson"
+    output = run(
+        "--date", DATE, "--input", sink.uri, "--output", f"gs://{bucket}/staged", "--rejects", rejects
+    )
+    assert "5 pings read" in output and "24 entries written in 2 batches" in output
+    listed = [json.loads(line) for line in location(rejects).read_bytes().decode().splitlines()]
+    assert listed == [
+        {"id": "no-payload", "reason": "bad_ping", "detail": "ping has no payload.prioData list"}
+    ]
     staged = location(f"gs://{bucket}/staged")
     names = {name for name, _ in staged.walk()}
+    assert not any("rejects" in name for name in names)
     assert "_SUCCESS" in names
     assert f"submission_date={DATE}/server_id=b/_SUCCESS" in names
     part = staged.join(
