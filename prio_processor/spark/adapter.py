@@ -9,6 +9,8 @@ returns Arrow batches of result rows. Result rows carry a `kind`:
 - "reject": a rejected input record {id, reason, detail}, counted as an error;
 - "skip": an unusable line of a verification packet file (listed, not an error);
 - "tally": the number of input records the partition counted (`count`);
+- "reason": how many records the partition rejected for `reason` (`count`);
+- "skipped": how many unusable verification packet lines the partition listed (`count`);
 - "partial": a partial aggregate (aggregate only).
 
 Nothing here holds more than one partition's small verification packets.
@@ -154,7 +156,9 @@ class _Lines:
 
 
 def _tally_rows(tally: ListingTally) -> list[dict[str, Any]]:
-    return tally.rows + [{"kind": "tally", "count": tally.total}]
+    """The partition's rejects, and its counts (collected by the driver without a shuffle)."""
+    counts = [{"kind": "reason", "reason": reason, "count": n} for reason, n in tally.reasons.items()]
+    return tally.rows + counts + [{"kind": "tally", "count": tally.total}]
 
 
 def verify1_partition(spec: ServerSpec, batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
@@ -247,7 +251,8 @@ def index_partition(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatc
                 rows.append({"kind": "index", "key": key, "payload": payload, "digest": digest, **position})
             rows.extend({**{k: v for k, v in r.items() if k != "id"}, "key": r["id"], **position}
                         for r in tally.rows)
-    yield from _batches(rows, INDEX_SCHEMA)
+    skipped = sum(1 for r in rows if r["kind"] == "skip")
+    yield from _batches(rows + [{"kind": "skipped", "detail": str(skipped)}], INDEX_SCHEMA)
 
 
 def aggregate_row(spec: ServerSpec, total: TotalShare, tally: Tally) -> dict[str, Any]:

@@ -12,6 +12,7 @@ shares, so the driver never holds an index.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -77,9 +78,11 @@ def _packet_index(spark: SparkSession, path: str, option: str, prefix: str) -> t
     latest = F.max_by(F.struct("payload", "digest"), F.struct(*_POSITION))
     index = (parsed.where(F.col("kind") == "index").groupBy("key").agg(latest.alias("v"))
              .select("key", F.col("v.payload").alias(f"{prefix}_payload"), F.col("v.digest").alias(f"{prefix}_digest")))
-    skipped = parsed.where(F.col("kind") == "skip").select(
+    skipped = parsed.where(F.col("kind").isin("skip", "skipped")).select(
         "kind", F.col("key").alias("id"), F.lit(None).cast("string").alias("payload"),
-        F.lit(None).cast("string").alias("digest"), "reason", "detail", F.lit(None).cast("long").alias("count"))
+        F.lit(None).cast("string").alias("digest"), "reason",
+        F.when(F.col("kind") == "skip", F.col("detail")).alias("detail"),
+        F.when(F.col("kind") == "skipped", F.col("detail").cast("long")).alias("count"))
     return index, skipped
 
 
@@ -112,17 +115,17 @@ def aggregate(spark: SparkSession, spec: ServerSpec, input_path: str, internal_p
 
 
 def counts(result: DataFrame) -> Counts:
-    """Totals, errors by reason and skipped lines of a (persisted) stage result."""
+    """Totals, errors by reason and skipped lines of a (persisted) stage result: a few rows per partition."""
     found = Counts()
-    rows = (result.where(F.col("kind").isin("tally", "reject", "skip"))
-            .groupBy("kind", "reason").agg(F.count(F.lit(1)).alias("n"), F.sum("count").alias("total")).collect())
-    for row in rows:
+    reasons: Counter[str] = Counter()
+    for row in result.where(F.col("kind").isin("tally", "reason", "skipped")).select("kind", "reason", "count").collect():
         if row["kind"] == "tally":
-            found.total += int(row["total"] or 0)
-        elif row["kind"] == "reject":
-            found.reasons[row["reason"]] = int(row["n"])
+            found.total += row["count"]
+        elif row["kind"] == "reason":
+            reasons[row["reason"]] += row["count"]
         else:
-            found.skipped += int(row["n"])
+            found.skipped += row["count"]
+    found.reasons = dict(reasons)
     return found
 
 
@@ -137,7 +140,7 @@ def write_records(result: DataFrame, path: str) -> None:
 
 
 def write_rejects(result: DataFrame, path: str) -> None:
-    """{id, reason, detail} of every rejected or skipped line; never a payload."""
+    """{id, reason, detail} of every rejected or skipped line, in one part file; never a payload."""
     write_json(result.where(F.col("kind").isin("reject", "skip")).select("id", "reason", "detail").coalesce(1),
                path, keep_nulls=True)
 

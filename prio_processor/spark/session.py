@@ -32,4 +32,7 @@ def get_session(master: str | None, app_name: str) -> SparkSession:
     spark = builder.getOrCreate()
     for key, value in REQUIRED_CONF.items():
         spark.conf.set(key, value)
+    # Output folders hold part files and _SUCCESS only: no .crc side files on local disks.
+    jvm = spark.sparkContext._jvm
+    jvm.org.apache.hadoop.fs.FileSystem.getLocal(spark.sparkContext._jsc.hadoopConfiguration()).setWriteChecksum(False)
     return spark
