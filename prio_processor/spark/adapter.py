@@ -22,8 +22,9 @@ import base64
 import json
 import uuid
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -180,7 +181,8 @@ def verify1_partition(spec: ServerSpec, batches: Iterable[pa.RecordBatch]) -> It
     yield from _batches(out + _tally_rows(tally), RESULT_SCHEMA)
 
 
-_JOINED = ("value", "key", "file", "internal_payload", "internal_digest", "external_payload", "external_digest")
+_JOINED = ("value", "key", "file", "internal_payload", "internal_digest", "external_payload",
+           "external_digest")
 
 
 def _joined_records(batches: Iterable[pa.RecordBatch], lines: _Lines,
@@ -331,7 +333,8 @@ def _loads(line: str | None) -> Any:
         return None
 
 
-def random_partition(spec: ClientSpec, scale: int, batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+def random_partition(spec: ClientSpec, scale: int,
+                     batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
     """Row numbers -> shares of random bit vectors, each repeated `scale` times under fresh ids."""
     client = spec.client()
     rng = np.random.default_rng()
@@ -370,6 +373,6 @@ def integration_partition(spec: ClientSpec, plan: list[tuple[IntegrationRow, int
             if client_key not in clients:
                 clients[client_key] = spec.client(kind.encoded_n_data, kind.batch_id)
             share_a, share_b = clients[client_key].encode(payload(kind.encoded_n_data))
-            rows.append({"batch_id": kind.batch_id, "id": str(uuid.uuid4()), "a": stages.encode_base64(share_a),
-                         "b": stages.encode_base64(share_b)})
+            rows.append({"batch_id": kind.batch_id, "id": str(uuid.uuid4()),
+                         "a": stages.encode_base64(share_a), "b": stages.encode_base64(share_b)})
         yield from _batches(rows, INTEGRATION_SCHEMA)

@@ -12,20 +12,20 @@ Spark evaluates every packet at the first draw of the server PRG (the
 from __future__ import annotations
 
 import contextlib
-import sys
-from typing import Any, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import click
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 
 from .. import integration
+from ..cli import options
+from ..cli.options import ConfigError
 from ..engine import keys
 from ..engine.server import Schedule
 from ..pipeline import stages
 from ..storage import StorageError, location
-from ..cli import options
-from ..cli.options import ConfigError
 from . import adapter, jobs
 from .adapter import ClientSpec, IntegrationRow, ServerSpec
 from .session import get_session
@@ -82,11 +82,12 @@ def _server_spec(params: dict[str, Any]) -> ServerSpec:
     if keys.public_key_to_hex(key.public_key()) != params["public_key_hex_internal"].strip().upper():
         raise ConfigError("the private key does not match --public-key-hex-internal")
     return ServerSpec(params["n_data"], params["batch_id"], params["server_id"],
-                      params["public_key_hex_internal"], params["public_key_hex_external"], params["prg_keying"],
+                      params["public_key_hex_internal"], params["public_key_hex_external"],
+                      params["prg_keying"],
                       keys.private_key_to_hex(key), seed)
 
 
-def _server_command(func):
+def _server_command(func: Callable[..., None]) -> Callable[..., None]:
     for decorator in reversed([options.data_config, options.server_id_option, options.private_key_options,
                                options.shared_secret_options, options.public_key]):
         func = decorator(func)
@@ -127,7 +128,7 @@ def _finish(result: DataFrame, params: dict[str, Any]) -> jobs.Counts:
 @evaluation_point
 @rejects_option
 @click.pass_obj
-def verify1(ctx: _Context, **params) -> None:
+def verify1(ctx: _Context, **params: Any) -> None:
     """Decode a batch of shares
 
     Decrypts and checks each client share of --input and writes this server's
@@ -151,7 +152,7 @@ def verify1(ctx: _Context, **params) -> None:
 @evaluation_point
 @rejects_option
 @click.pass_obj
-def verify2(ctx: _Context, **params) -> None:
+def verify2(ctx: _Context, **params: Any) -> None:
     """Verify a batch of SNIPs
 
     Joins the shares of --input with both servers' verify1 packets by id and
@@ -175,7 +176,7 @@ def verify2(ctx: _Context, **params) -> None:
 @options.prg_keying
 @rejects_option
 @click.pass_obj
-def aggregate(ctx: _Context, **params) -> None:
+def aggregate(ctx: _Context, **params: Any) -> None:
     """Generate an aggregate share from a batch of verified SNIPs
 
     Adds up the data shares of every client whose proof both servers' verify2
@@ -202,11 +203,13 @@ def aggregate(ctx: _Context, **params) -> None:
 @options.input_2
 @options.output_1
 @click.option("--min-batch-size", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Refuse to publish totals of fewer valid clients than this (a privacy floor; 0 turns it off).")
+              help="Refuse to publish totals of fewer valid clients than this "
+                   "(a privacy floor; 0 turns it off).")
 @click.option("--prec", type=click.IntRange(1, 64), default=None,
-              help="The batch holds unsigned integers of this many bits: publish integer totals, not bit counts.")
+              help="The batch holds unsigned integers of this many bits: "
+                   "publish integer totals, not bit counts.")
 @click.pass_obj
-def publish(ctx: _Context, **params) -> None:
+def publish(ctx: _Context, **params: Any) -> None:
     """Generate a final aggregate from both servers' aggregate shares
 
     Combines this server's aggregate (--input-internal) with the partner's
@@ -233,7 +236,8 @@ def publish(ctx: _Context, **params) -> None:
 
 
 def _client_spec(n_data: int, batch_id: str, key_a: str, key_b: str, prg_keying: str) -> ClientSpec:
-    options.make_config(n_data, batch_id, key_a, key_b, ("--public-key-hex-internal", "--public-key-hex-external"))
+    names = ("--public-key-hex-internal", "--public-key-hex-external")
+    options.make_config(n_data, batch_id, key_a, key_b, names)
     return ClientSpec(n_data, batch_id, key_a, key_b, prg_keying)
 
 
@@ -248,8 +252,9 @@ def _client_spec(n_data: int, batch_id: str, key_a: str, key_b: str, prg_keying:
                    "--n-data is then the number of integers times --prec.")
 @rejects_option
 @click.pass_obj
-def encode_shares(ctx: _Context, n_data, batch_id, public_key_hex_internal, public_key_hex_external, input_,
-                  output_a, output_b, prg_keying, prec, rejects) -> None:
+def encode_shares(ctx: _Context, n_data: int, batch_id: str, public_key_hex_internal: str,
+                  public_key_hex_external: str, input_: str, output_a: str, output_b: str, prg_keying: str,
+                  prec: int | None, rejects: str | None) -> None:
     """Encode client data into shares for servers A and B.
 
     Input lines are {"payload": [bits]} (or [integers] with --prec); each output
@@ -277,8 +282,9 @@ def encode_shares(ctx: _Context, n_data, batch_id, public_key_hex_internal, publ
 @click.option("--partition-size-mb", type=click.IntRange(min=1), default=250, show_default=True,
               help="Target size of an output partition.")
 @click.pass_obj
-def generate(ctx: _Context, n_data, batch_id, public_key_hex_internal, public_key_hex_external, output,
-             prg_keying, n_rows, scale, partition_size_mb) -> None:
+def generate(ctx: _Context, n_data: int, batch_id: str, public_key_hex_internal: str,
+             public_key_hex_external: str, output: str, prg_keying: str, n_rows: int, scale: int,
+             partition_size_mb: int) -> None:
     """Generate random client shares into <output>/server_id=a/ and server_id=b/."""
     spec = _client_spec(n_data, batch_id, public_key_hex_internal, public_key_hex_external, prg_keying)
     spark = ctx.session("generate")
@@ -300,8 +306,9 @@ def generate(ctx: _Context, n_data, batch_id, public_key_hex_internal, public_ke
               help="Number of batch_ids to drop (those that sort last).")
 @options.prg_keying
 @click.pass_obj
-def generate_integration(ctx: _Context, data_config, public_key_hex_internal, public_key_hex_external, output,
-                         n_rows, n_partitions, n_drop_batch, prg_keying) -> None:
+def generate_integration(ctx: _Context, data_config: str, public_key_hex_internal: str,
+                         public_key_hex_external: str, output: str, n_rows: int, n_partitions: int,
+                         n_drop_batch: int, prg_keying: str) -> None:
     """Generate test data from a configuration file (internal key = server A's, external = B's).
 
     Each kept batch gets n_rows - 1 clients with payload[i] = 1 if i % 3 == 0 or
@@ -329,4 +336,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

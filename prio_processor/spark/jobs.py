@@ -17,9 +17,8 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from pyspark import StorageLevel
 from pyspark.errors import AnalysisException
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from ..cli.options import ConfigError
@@ -27,6 +26,10 @@ from . import adapter
 from .adapter import ClientSpec, IntegrationRow, ServerSpec
 
 _POSITION = ("file", "block", "row")
+# The id of a line that starts as the original wrote records, {"id": "...", ...}: read from
+# the line's start, so that Spark need not parse a whole share to place it.
+_LEADING_ID = r'^\s*\{\s*"id"\s*:\s*"([^"\\]+)"'
+_ID_PREFIX_CHARS = 512
 
 
 @dataclass
@@ -50,34 +53,45 @@ def read_lines(spark: SparkSession, path: str, option: str) -> DataFrame:
         raise ConfigError(f"{option}: cannot read {path}: {str(exc).splitlines()[0]}") from None
     return lines.select(
         "value",
-        F.get_json_object("value", "$.id").alias("key"),
+        _record_key(F.col("value")).alias("key"),
         F.col("_metadata.file_path").alias("file"),
         F.col("_metadata.file_block_start").alias("block"),
         F.monotonically_increasing_id().alias("row"),
     )
 
 
+def _record_key(line: Column) -> Column:
+    """The id Spark places a line by; the adapter rejects a line whose JSON id differs."""
+    leading = F.regexp_extract(F.substring(line, 1, _ID_PREFIX_CHARS), _LEADING_ID, 1)
+    return F.when(leading != "", leading).otherwise(F.get_json_object(line, "$.id"))
+
+
 def _in_order_per_id(lines: DataFrame, rows: DataFrame) -> DataFrame:
     """`rows` with every repeated id's rows in one partition, in input order.
 
-    Ids are nearly always unique; only the repeated ones (a small broadcast
-    table) are shuffled, the shares themselves stay where they were read.
+    Ids are nearly always unique: then `rows` stay as they were read. Otherwise
+    only the rows of repeated ids (found through a broadcast table of those
+    ids) are shuffled.
     """
     repeated_ids = (lines.where(F.col("key").isNotNull()).groupBy("key").count()
                     .where(F.col("count") > 1).select("key", F.lit(True).alias("_repeated")))
+    if repeated_ids.isEmpty():
+        return rows
     tagged = rows.join(F.broadcast(repeated_ids), "key", "left")
     unique = tagged.where(F.col("_repeated").isNull())
-    repeated = tagged.where(F.col("_repeated").isNotNull()).repartition("key").sortWithinPartitions(*_POSITION)
+    repeated = (tagged.where(F.col("_repeated").isNotNull())
+                .repartition("key").sortWithinPartitions(*_POSITION))
     return unique.unionByName(repeated).drop("_repeated")
 
 
 def _packet_index(spark: SparkSession, path: str, option: str, prefix: str) -> tuple[DataFrame, DataFrame]:
     """(key, <prefix>_payload, <prefix>_digest) of a verification packet input, and its skipped lines."""
-    parsed = read_lines(spark, path, option).drop("key").mapInArrow(adapter.index_partition, adapter.INDEX_DDL)
-    parsed = parsed.persist(StorageLevel.MEMORY_AND_DISK)
+    lines = read_lines(spark, path, option).drop("key")
+    parsed = lines.mapInArrow(adapter.index_partition, adapter.INDEX_DDL)
     latest = F.max_by(F.struct("payload", "digest"), F.struct(*_POSITION))
     index = (parsed.where(F.col("kind") == "index").groupBy("key").agg(latest.alias("v"))
-             .select("key", F.col("v.payload").alias(f"{prefix}_payload"), F.col("v.digest").alias(f"{prefix}_digest")))
+             .select("key", F.col("v.payload").alias(f"{prefix}_payload"),
+                     F.col("v.digest").alias(f"{prefix}_digest")))
     skipped = parsed.where(F.col("kind").isin("skip", "skipped")).select(
         "kind", F.col("key").alias("id"), F.lit(None).cast("string").alias("payload"),
         F.lit(None).cast("string").alias("digest"), "reason",
@@ -92,7 +106,8 @@ def verify1(spark: SparkSession, spec: ServerSpec, input_path: str) -> DataFrame
     return rows.mapInArrow(partial(adapter.verify1_partition, spec), adapter.RESULT_DDL)
 
 
-def _joined(spark: SparkSession, input_path: str, internal_path: str, external_path: str) -> tuple[DataFrame, list]:
+def _joined(spark: SparkSession, input_path: str, internal_path: str,
+            external_path: str) -> tuple[DataFrame, list[DataFrame]]:
     lines = read_lines(spark, input_path, "--input")
     internal, internal_skipped = _packet_index(spark, internal_path, "--input-internal", "internal")
     external, external_skipped = _packet_index(spark, external_path, "--input-external", "external")
@@ -118,7 +133,8 @@ def counts(result: DataFrame) -> Counts:
     """Totals, errors by reason and skipped lines of a (persisted) stage result: a few rows per partition."""
     found = Counts()
     reasons: Counter[str] = Counter()
-    for row in result.where(F.col("kind").isin("tally", "reason", "skipped")).select("kind", "reason", "count").collect():
+    summary = result.where(F.col("kind").isin("tally", "reason", "skipped")).select("kind", "reason", "count")
+    for row in summary.collect():
         if row["kind"] == "tally":
             found.total += row["count"]
         elif row["kind"] == "reason":
@@ -141,8 +157,8 @@ def write_records(result: DataFrame, path: str) -> None:
 
 def write_rejects(result: DataFrame, path: str) -> None:
     """{id, reason, detail} of every rejected or skipped line, in one part file; never a payload."""
-    write_json(result.where(F.col("kind").isin("reject", "skip")).select("id", "reason", "detail").coalesce(1),
-               path, keep_nulls=True)
+    listed = result.where(F.col("kind").isin("reject", "skip")).select("id", "reason", "detail")
+    write_json(listed.coalesce(1), path, keep_nulls=True)
 
 
 def write_one(spark: SparkSession, record: dict[str, Any], schema: str, path: str) -> None:
@@ -158,7 +174,8 @@ def partials(result: DataFrame) -> list[str]:
 
 def collect_lines(spark: SparkSession, path: str, option: str) -> list[str]:
     """All lines of a small input (aggregates for publish)."""
-    return [row["value"] for row in read_lines(spark, path, option).orderBy(*_POSITION).select("value").collect()]
+    lines = read_lines(spark, path, option).orderBy(*_POSITION).select("value")
+    return [row["value"] for row in lines.collect()]
 
 
 def encode(spark: SparkSession, spec: ClientSpec, input_path: str, prec: int | None) -> DataFrame:
@@ -183,7 +200,8 @@ def partitions_for(spec: ClientSpec, n_rows: int, scale: int, partition_size_mb:
     return max(1, math.ceil(estimate_mb / partition_size_mb))
 
 
-def generate(spark: SparkSession, spec: ClientSpec, output: str, n_rows: int, scale: int, n_partitions: int) -> None:
+def generate(spark: SparkSession, spec: ClientSpec, output: str, n_rows: int, scale: int,
+             n_partitions: int) -> None:
     """Random clients' shares into <output>/server_id={a,b}/, as the original's generate wrote them."""
     # Each partition writes its own part files: no shuffle, and both servers' shares of a
     # client come from the same row, so they always match.

@@ -14,6 +14,8 @@ REQUIRED_CONF = {
     "spark.sql.session.timeZone": "UTC",
     "spark.sql.chunkBase64String.enabled": "false",
     "spark.sql.execution.arrow.pyspark.enabled": "true",
+    # Shares are large: Arrow batches of a few hundred rows keep Python tasks' memory small.
+    "spark.sql.execution.arrow.maxRecordsPerBatch": "256",
 }
 
 
@@ -33,6 +35,8 @@ def get_session(master: str | None, app_name: str) -> SparkSession:
     for key, value in REQUIRED_CONF.items():
         spark.conf.set(key, value)
     # Output folders hold part files and _SUCCESS only: no .crc side files on local disks.
-    jvm = spark.sparkContext._jvm
-    jvm.org.apache.hadoop.fs.FileSystem.getLocal(spark.sparkContext._jsc.hadoopConfiguration()).setWriteChecksum(False)
+    context = spark.sparkContext
+    assert context._jvm is not None, "a driver-side session has a JVM"
+    local = context._jvm.org.apache.hadoop.fs.FileSystem.getLocal(context._jsc.hadoopConfiguration())
+    local.setWriteChecksum(False)
     return spark

@@ -12,9 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import read_folder
 from prio_processor import integration
 from prio_processor.engine import keys
+
+from .support import read_folder
+
+pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
 BATCH = integration.Batch("cluster-batch", 17)
 N_ROWS = 30
@@ -58,9 +61,8 @@ def cluster(tmp_path):
     processes: list[subprocess.Popen] = []
     try:
         for number, command in enumerate(commands):
-            log = open(logs / f"daemon-{number}.log", "wb")
-            processes.append(subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT))
-            log.close()
+            with open(logs / f"daemon-{number}.log", "wb") as log:
+                processes.append(subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT))
         master_log = logs / "daemon-0.log"
         deadline = time.monotonic() + 120
         while master_log.read_text(errors="replace").count("Registering worker") < 2:
@@ -113,7 +115,8 @@ def test_two_servers_on_a_standalone_cluster(cluster, tmp_path):
                      "--input", str(data / f"server_id={me.lower()}" / f"batch_id={BATCH.batch_id}")]
         before = {"verify2": "verify1", "aggregate": "verify2", "publish": "aggregate"}.get(stage)
         if before:
-            args += ["--input-internal", str(work / me / before), "--input-external", str(work / peer / before)]
+            args += ["--input-internal", str(work / me / before),
+                     "--input-external", str(work / peer / before)]
         return args
 
     plan = [["--master", cluster, "generate-integration", "--data-config", str(config),

@@ -1,4 +1,4 @@
-"""Bad input never fails a prio-spark job: every record is counted, rejects are listed as `prio` lists them."""
+"""Bad input never fails a prio-spark job: every record is counted, rejects are listed as by `prio`."""
 
 from __future__ import annotations
 
@@ -7,11 +7,15 @@ import shutil
 from collections import Counter
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
-from conftest import Chain, payloads, read_folder
 from prio_processor.cli import entry_point as prio_cli
+
+from .support import Chain, payloads, read_folder
 from vectors import cases
+
+pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
 BAD_LINES = [
     "not json at all",
@@ -24,7 +28,7 @@ BAD_LINES = [
 
 
 def _malformed_inputs(case, root: Path) -> dict[str, Path]:
-    """Each server's shares in two part files, with bad lines and repeated ids (one carrying another share)."""
+    """Each server's shares in two part files, with bad lines and repeated ids (one with another share)."""
     folders = {}
     for server in "AB":
         lines = case.raw_path(server).read_text().splitlines()
@@ -92,7 +96,8 @@ def test_missing_and_unusable_verification_packets_are_counted(spark, tmp_path):
                                                         ("x", "bad_json")}
     assert dropped not in payloads(tmp_path / "v2") and len(payloads(tmp_path / "v2")) == 19
     reference = CliRunner().invoke(prio_cli, ["verify2", *chain.common("A", "verify2"), *args,
-                                              "--evaluation-point", "fixed", "--output", str(tmp_path / "prio")])
+                                              "--evaluation-point", "fixed",
+                                              "--output", str(tmp_path / "prio")])
     assert reference.exit_code == 0, reference.output
     assert payloads(tmp_path / "v2") == payloads(tmp_path / "prio")
     shutil.rmtree(damaged)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 from click.testing import CliRunner
 
-from conftest import payloads
 from prio_processor.spark.commands import entry_point
+
+from .support import payloads
 from vectors import cases, read_payloads
 
 CASE = next(c for c in cases() if c.name == "prg-hashed/e_fixed_point")
@@ -17,13 +19,15 @@ def _env(tmp_path, server: str = "A") -> dict[str, str]:
     key_file.write_text(CASE.keys(server)["private_key"] + "\n")
     seed_file.write_text(CASE.shared_seed_b64 + "\n")
     peer = "B" if server == "A" else "A"
-    return {"N_DATA": str(CASE.settings["n_data"]), "BATCH_ID": CASE.settings["batch_id"], "SERVER_ID": server,
+    return {"N_DATA": str(CASE.settings["n_data"]), "BATCH_ID": CASE.settings["batch_id"],
+            "SERVER_ID": server,
             "PRIVATE_KEY_FILE": str(key_file), "SHARED_SECRET_FILE": str(seed_file),
             "PUBLIC_KEY_HEX_INTERNAL": CASE.keys(server)["public_key"],
             "PUBLIC_KEY_HEX_EXTERNAL": CASE.keys(peer)["public_key"], "PRG_KEYING": "hashed",
             "EVALUATION_POINT": "fixed", "INPUT": str(CASE.raw_path(server)), "OUTPUT": str(tmp_path / "out")}
 
 
+@pytest.mark.spark
 def test_configuration_from_environment_and_secret_files(spark, tmp_path):
     result = CliRunner().invoke(entry_point, ["verify1"], env=_env(tmp_path))
     assert result.exit_code == 0, result.output
@@ -53,6 +57,7 @@ def test_bad_secrets_exit_2_without_showing_them(tmp_path):
     assert result.exit_code == 2 and "does not match" in result.output and other not in result.output
 
 
+@pytest.mark.spark
 def test_missing_input_exits_2(spark, tmp_path):
     env = {**_env(tmp_path), "INPUT": str(tmp_path / "nowhere")}
     result = CliRunner().invoke(entry_point, ["verify1"], env=env)
