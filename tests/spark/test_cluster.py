@@ -24,10 +24,12 @@ N_ROWS = 30
 
 # Runs every stage of both servers in one driver process, as a scheduler would run commands one by one.
 DRIVER = """
-import json, sys
+import json, sys, time
 from prio_processor.spark.commands import entry_point
 for args in json.load(open(sys.argv[1])):
+    start = time.perf_counter()
     entry_point(args, prog_name="prio-spark", standalone_mode=False)
+    print(f"{args[2]} took {time.perf_counter() - start:.1f} s", file=sys.stderr)
 """
 
 
@@ -130,6 +132,7 @@ def test_two_servers_on_a_standalone_cluster(cluster, tmp_path):
     driver = subprocess.run([sys.executable, "-c", DRIVER, str(tmp_path / "plan.json")], env=env,
                             capture_output=True, text=True, timeout=600)
     assert driver.returncode == 0, driver.stderr[-3000:]
+    print("\n".join(line for line in driver.stderr.splitlines() if " took " in line))
     counts = [line for line in driver.stdout.splitlines() if "errors out of" in line]
     # B's share of the client encoded with n_data + 1 is only a seed: B finds it out at verify2.
     expected_counts = [f"{n} errors out of {N_ROWS} total" for n in (1, 0, 1, 1, 1, 1, 1)]
