@@ -1,0 +1,222 @@
+"""The stages as Spark plans: read lines, join by id, run the adapter per partition, write.
+
+Inputs are read as text lines so that every line reaches the pipeline exactly
+as `prio` would read it. Each line keeps its input position (file, split,
+row), which decides, as in `prio`, which of two records with the same id
+counts: records whose id occurs more than once are moved into one partition
+per id, in input order, before the stage runs. Verification packets are
+indexed by id Spark-side (the last one in input order wins) and joined to the
+shares, so the driver never holds an index.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+from pyspark.errors import AnalysisException
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from ..cli.options import ConfigError
+from . import adapter
+from .adapter import ClientSpec, IntegrationRow, ServerSpec
+
+_POSITION = ("file", "block", "row")
+# The id of a line that starts as the original wrote records, {"id": "...", ...}: read from
+# the line's start, so that Spark need not parse a whole share to place it.
+_LEADING_ID = r'^\s*\{\s*"id"\s*:\s*"([^"\\]+)"'
+_ID_PREFIX_CHARS = 512
+
+
+@dataclass
+class Counts:
+    """What a stage counted over all partitions."""
+
+    total: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+    skipped: int = 0
+
+    @property
+    def errors(self) -> int:
+        return sum(self.reasons.values())
+
+
+def read_lines(spark: SparkSession, path: str, option: str) -> DataFrame:
+    """Lines of a file or folder with their id and input position; a missing path is a configuration error."""
+    try:
+        lines = spark.read.text(path)
+    except AnalysisException as exc:
+        raise ConfigError(f"{option}: cannot read {path}: {str(exc).splitlines()[0]}") from None
+    return lines.select(
+        "value",
+        _record_key(F.col("value")).alias("key"),
+        F.col("_metadata.file_path").alias("file"),
+        F.col("_metadata.file_block_start").alias("block"),
+        F.monotonically_increasing_id().alias("row"),
+    )
+
+
+def _record_key(line: Column) -> Column:
+    """The id Spark places a line by; the adapter rejects a line whose JSON id differs."""
+    leading = F.regexp_extract(F.substring(line, 1, _ID_PREFIX_CHARS), _LEADING_ID, 1)
+    return F.when(leading != "", leading).otherwise(F.get_json_object(line, "$.id"))
+
+
+def _in_order_per_id(lines: DataFrame, rows: DataFrame) -> DataFrame:
+    """`rows` with every repeated id's rows in one partition, in input order.
+
+    Ids are nearly always unique: then `rows` stay as they were read. Otherwise
+    only the rows of repeated ids (found through a broadcast table of those
+    ids) are shuffled.
+    """
+    repeated_ids = (lines.where(F.col("key").isNotNull()).groupBy("key").count()
+                    .where(F.col("count") > 1).select("key", F.lit(True).alias("_repeated")))
+    if repeated_ids.isEmpty():
+        return rows
+    tagged = rows.join(F.broadcast(repeated_ids), "key", "left")
+    unique = tagged.where(F.col("_repeated").isNull())
+    repeated = (tagged.where(F.col("_repeated").isNotNull())
+                .repartition("key").sortWithinPartitions(*_POSITION))
+    return unique.unionByName(repeated).drop("_repeated")
+
+
+def _packet_index(spark: SparkSession, path: str, option: str, prefix: str) -> tuple[DataFrame, DataFrame]:
+    """(key, <prefix>_payload, <prefix>_digest) of a verification packet input, and its skipped lines."""
+    lines = read_lines(spark, path, option).drop("key")
+    parsed = lines.mapInArrow(adapter.index_partition, adapter.INDEX_DDL)
+    latest = F.max_by(F.struct("payload", "digest"), F.struct(*_POSITION))
+    index = (parsed.where(F.col("kind") == "index").groupBy("key").agg(latest.alias("v"))
+             .select("key", F.col("v.payload").alias(f"{prefix}_payload"),
+                     F.col("v.digest").alias(f"{prefix}_digest")))
+    skipped = parsed.where(F.col("kind").isin("skip", "skipped")).select(
+        "kind", F.col("key").alias("id"), F.lit(None).cast("string").alias("payload"),
+        F.lit(None).cast("string").alias("digest"), "reason",
+        F.when(F.col("kind") == "skip", F.col("detail")).alias("detail"),
+        F.when(F.col("kind") == "skipped", F.col("detail").cast("long")).alias("count"))
+    return index, skipped
+
+
+def verify1(spark: SparkSession, spec: ServerSpec, input_path: str) -> DataFrame:
+    lines = read_lines(spark, input_path, "--input")
+    rows = _in_order_per_id(lines, lines.select("value", "key", "file", *_POSITION[1:]))
+    return rows.mapInArrow(partial(adapter.verify1_partition, spec), adapter.RESULT_DDL)
+
+
+def _joined(spark: SparkSession, input_path: str, internal_path: str,
+            external_path: str) -> tuple[DataFrame, list[DataFrame]]:
+    lines = read_lines(spark, input_path, "--input")
+    internal, internal_skipped = _packet_index(spark, internal_path, "--input-internal", "internal")
+    external, external_skipped = _packet_index(spark, external_path, "--input-external", "external")
+    joined = lines.join(internal, "key", "left").join(external, "key", "left")
+    return _in_order_per_id(lines, joined), [internal_skipped, external_skipped]
+
+
+def verify2(spark: SparkSession, spec: ServerSpec, input_path: str, internal_path: str,
+            external_path: str) -> DataFrame:
+    joined, skipped = _joined(spark, input_path, internal_path, external_path)
+    result = joined.mapInArrow(partial(adapter.verify2_partition, spec), adapter.RESULT_DDL)
+    return result.unionByName(skipped[0]).unionByName(skipped[1])
+
+
+def aggregate(spark: SparkSession, spec: ServerSpec, input_path: str, internal_path: str,
+              external_path: str) -> DataFrame:
+    joined, skipped = _joined(spark, input_path, internal_path, external_path)
+    result = joined.mapInArrow(partial(adapter.aggregate_partition, spec), adapter.RESULT_DDL)
+    return result.unionByName(skipped[0]).unionByName(skipped[1])
+
+
+def counts(result: DataFrame) -> Counts:
+    """Totals, errors by reason and skipped lines of a (persisted) stage result: a few rows per partition."""
+    found = Counts()
+    reasons: Counter[str] = Counter()
+    summary = result.where(F.col("kind").isin("tally", "reason", "skipped")).select("kind", "reason", "count")
+    for row in summary.collect():
+        if row["kind"] == "tally":
+            found.total += row["count"]
+        elif row["kind"] == "reason":
+            reasons[row["reason"]] += row["count"]
+        else:
+            found.skipped += row["count"]
+    found.reasons = dict(reasons)
+    return found
+
+
+def write_json(frame: DataFrame, path: str, keep_nulls: bool = False) -> None:
+    """A folder of JSON-lines part files with _SUCCESS, replacing what was there."""
+    (frame.write.mode("overwrite").option("compression", "none")
+     .option("ignoreNullFields", str(not keep_nulls).lower()).json(path))
+
+
+def write_records(result: DataFrame, path: str) -> None:
+    write_json(result.where(F.col("kind") == "record").select("id", "payload", "digest"), path)
+
+
+def write_rejects(result: DataFrame, path: str) -> None:
+    """{id, reason, detail} of every rejected or skipped line, in one part file; never a payload."""
+    listed = result.where(F.col("kind").isin("reject", "skip")).select("id", "reason", "detail")
+    write_json(listed.coalesce(1), path, keep_nulls=True)
+
+
+def write_one(spark: SparkSession, record: dict[str, Any], schema: str, path: str) -> None:
+    """One record as a single part file (aggregate, publish)."""
+    names = [column.split()[0] for column in schema.split(",")]
+    write_json(spark.createDataFrame([tuple(record[n] for n in names)], schema).coalesce(1), path)
+
+
+def partials(result: DataFrame) -> list[str]:
+    """The partitions' partial aggregates (one small row per partition)."""
+    return [row["payload"] for row in result.where(F.col("kind") == "partial").select("payload").collect()]
+
+
+def collect_lines(spark: SparkSession, path: str, option: str) -> list[str]:
+    """All lines of a small input (aggregates for publish)."""
+    lines = read_lines(spark, path, option).orderBy(*_POSITION).select("value")
+    return [row["value"] for row in lines.collect()]
+
+
+def encode(spark: SparkSession, spec: ClientSpec, input_path: str, prec: int | None) -> DataFrame:
+    lines = read_lines(spark, input_path, "--input").select("value", "file")
+    return lines.mapInArrow(partial(adapter.encode_partition, spec, prec), adapter.SHARES_DDL)
+
+
+def write_shares(shares: DataFrame, column: str, path: str) -> None:
+    write_json(shares.where(F.col("kind") == "record").select("id", F.col(column).alias("payload")), path)
+
+
+def _by_server(shares: DataFrame, *keep: str) -> DataFrame:
+    """One row per server: server_id "a" or "b" and its payload, as the original's generate wrote them."""
+    servers = F.map_from_arrays(F.array(F.lit("a"), F.lit("b")), F.array("a", "b"))
+    return shares.select(*keep, "id", F.explode(servers).alias("server_id", "payload"))
+
+
+def partitions_for(spec: ClientSpec, n_rows: int, scale: int, partition_size_mb: int) -> int:
+    """Output partitions for about `partition_size_mb` of shares each, estimated from one encoded share."""
+    share_a, _ = spec.client().encode([0] * spec.n_data)
+    estimate_mb = (len(adapter.stages.encode_base64(share_a)) + 36) * n_rows * scale / 10**6
+    return max(1, math.ceil(estimate_mb / partition_size_mb))
+
+
+def generate(spark: SparkSession, spec: ClientSpec, output: str, n_rows: int, scale: int,
+             n_partitions: int) -> None:
+    """Random clients' shares into <output>/server_id={a,b}/, as the original's generate wrote them."""
+    # Each partition writes its own part files: no shuffle, and both servers' shares of a
+    # client come from the same row, so they always match.
+    shares = spark.range(n_rows, numPartitions=n_partitions).mapInArrow(
+        partial(adapter.random_partition, spec, scale), adapter.SHARES_DDL)
+    (_by_server(shares).write.mode("overwrite").option("compression", "none")
+     .partitionBy("server_id").json(output))
+
+
+def generate_integration(spark: SparkSession, spec: ClientSpec, plan: list[tuple[IntegrationRow, int]],
+                         output: str, n_partitions: int) -> None:
+    """Deterministic clients into <output>/server_id={a,b}/batch_id=<id>/, as the original wrote them."""
+    n_rows = sum(count for _, count in plan)
+    rows = spark.range(n_rows, numPartitions=max(1, min(n_rows, spark.sparkContext.defaultParallelism)))
+    shares = rows.mapInArrow(partial(adapter.integration_partition, spec, plan), adapter.INTEGRATION_DDL)
+    layout = _by_server(shares.repartitionByRange(n_partitions, "batch_id", "id"), "batch_id")
+    (layout.write.mode("overwrite").option("compression", "none")
+     .partitionBy("server_id", "batch_id").json(output))

@@ -1,0 +1,1 @@
+"""Tests of prio-spark on a real Spark (local mode and a standalone cluster)."""

@@ -1,0 +1,76 @@
+"""prio-spark on the vector cases: the original Spark pipeline's records, and the same results as `prio`."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from .support import Chain, payloads, read_folder
+from vectors import cases, read_payloads
+
+pytestmark = [pytest.mark.spark, pytest.mark.slow]
+
+STAGES = ("verify1", "verify2", "aggregate", "publish")
+
+
+def _case(name: str):
+    return next(c for c in cases() if c.name == name)
+
+
+def _only_parts(folder) -> None:
+    names = sorted(p.name for p in folder.iterdir())
+    assert "_SUCCESS" in names
+    assert all(n == "_SUCCESS" or (n.startswith("part-") and n.endswith(".json")) for n in names), names
+
+
+def test_fixed_point_case_is_the_original_spark_pipeline(spark, tmp_path):
+    case = _case("prg-hashed/e_fixed_point")
+    chain = Chain(case, tmp_path, spark_cli=True)
+    outputs = chain.all()
+    for server in "AB":
+        for stage in ("verify1", "verify2"):
+            made = read_payloads(case.intermediate(server, stage, fixed=True))
+            assert payloads(chain.path(server, stage)) == made
+            _only_parts(chain.path(server, stage))
+        [aggregate] = read_folder(chain.path(server, "aggregate"))
+        [original] = read_folder(case.intermediate(server, "aggregate", fixed=True))
+        assert aggregate["payload"] == original["payload"]
+        assert (aggregate["error"], aggregate["total"]) == (original["error"], original["total"])
+        [published] = read_folder(chain.path(server, "publish"))
+        expected = case.processed(server, fixed=True)
+        assert published["payload"] == expected["payload"]
+        assert (published["error"], published["total"]) == (original["error"], original["total"]) == (0, 20)
+        assert list(published) == ["id", "timestamp", "payload", "error", "total"]
+        for stage in STAGES:
+            lines = outputs[(stage, server)].splitlines()
+            assert lines[0] == f"Running {stage}"
+            assert lines[-1] == "0 errors out of 20 total"
+
+
+def _rejected(path) -> Counter:
+    return Counter((r["id"], r["reason"]) for r in read_folder(path)) if path.exists() else Counter()
+
+
+@pytest.mark.parametrize("name", ["prg-hashed/d_bad_input", "prg-raw/d_bad_input"])
+def test_same_results_as_prio_fixed(spark, tmp_path, name):
+    case = _case(name)
+    ours = Chain(case, tmp_path / "spark", spark_cli=True)
+    reference = Chain(case, tmp_path / "prio", spark_cli=False)
+    ours_out, reference_out = ours.all(), reference.all()
+    for server in "AB":
+        for stage in ("verify1", "verify2"):
+            assert payloads(ours.path(server, stage)) == payloads(reference.path(server, stage))
+            assert _rejected(ours.rejects(server, stage)) == _rejected(reference.rejects(server, stage))
+        for stage in ("verify1", "verify2", "aggregate"):
+            # prio appends the reasons to its count line; prio-spark prints them on stderr.
+            assert reference_out[(stage, server)].splitlines()[-1].startswith(
+                ours_out[(stage, server)].splitlines()[-1])
+        [aggregate] = read_folder(ours.path(server, "aggregate"))
+        [expected] = read_folder(reference.path(server, "aggregate"))
+        assert aggregate == expected
+        assert aggregate["error"] > 0
+        [published] = read_folder(ours.path(server, "publish"))
+        [expected] = read_folder(reference.path(server, "publish"))
+        assert published["payload"] == expected["payload"] == case.manifest["expected_published_payload"]
+        assert (published["error"], published["total"]) == (expected["error"], expected["total"])
