@@ -25,6 +25,7 @@ from ..engine.server import Schedule, Server
 from ..pipeline import runner
 from ..pipeline.errors import InputError, PublishError, SettingsMismatch
 from ..pipeline.tally import Tally
+from ..pipeline.workers import default_workers
 from ..storage import StorageError, location
 from . import options
 from .base import ConfigError
@@ -209,6 +210,7 @@ def _run_server_stage(stage: str, params: dict[str, Any], inputs: runner.Inputs)
             options.optional_location(params["rejects"]),
             schedule=schedule,
             progress=progress,
+            workers=params.get("workers") or default_workers(),
         )
     _report(stage, opts.label, tally)
 
@@ -226,6 +228,7 @@ def _joined_inputs(params: dict[str, Any]) -> runner.Inputs:
 @options.prg_keying
 @options.evaluation_point
 @options.rejects_option
+@options.workers_option
 def verify1(**params: Any) -> None:
     """Decode a batch of shares
 
@@ -243,6 +246,7 @@ def verify1(**params: Any) -> None:
 @options.prg_keying
 @options.evaluation_point
 @options.rejects_option
+@options.workers_option
 def verify2(**params: Any) -> None:
     """Verify a batch of SNIPs
 
@@ -259,6 +263,7 @@ def verify2(**params: Any) -> None:
 @options.output_1
 @options.prg_keying
 @options.rejects_option
+@options.workers_option
 def aggregate(**params: Any) -> None:
     """Generate an aggregate share from a batch of verified SNIPs
 

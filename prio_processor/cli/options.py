@@ -358,6 +358,16 @@ evaluation_point = click.option(
     ),
 )
 
+workers_option = click.option(
+    "--workers",
+    envvar="WORKERS",
+    type=click.IntRange(min=1),
+    default=None,
+    show_envvar=True,
+    help="Processes that read, decrypt and verify packets (default: every processor this command may "
+    "use). Outputs are the same for any number; two servers on one machine each take half.",
+)
+
 prec_option = click.option(
     "--prec",
     type=click.IntRange(1, 64),

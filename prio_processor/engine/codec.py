@@ -198,46 +198,61 @@ _LONG_HEADER = 0xA0 | ELEMENT_BYTES  # fixstr of 11 bytes: most elements
 _ITEM_BYTES = ELEMENT_BYTES + 1
 
 
+#: Item headers examined at a time while extending a run of 11-byte elements: long enough
+#: for a typical run (about 1 element in 128 is shorter), short enough not to scan far past it.
+_RUN_WINDOW = 256
+_LONG_HEADER_BYTE = bytes([_LONG_HEADER])
+
+
 def _fast_elements(data: bytes, start: int, count: int) -> tuple[np.ndarray, int] | None:
     """Rows of `count` fixstr elements starting at `start`, and the end offset.
 
-    Elements are almost all 11 bytes (values below 2**80 are rare), so runs of
-    12-byte items are taken as strided views and only the short items in
-    between are read one at a time. None when an item is not a fixstr of at
-    most 11 bytes; the caller then reads the items with full type checks.
+    Elements are almost all 11 bytes (values below 2**80 are rare), so the items
+    are found as runs of 12-byte items (their headers taken as one strided byte
+    string) with short items between them, then copied, runs as strided views.
+    None when an item is not a fixstr of at most 11 bytes; the caller then reads
+    the items with full type checks.
     """
-    buf = np.frombuffer(data, dtype=np.uint8)
-    pieces = []
+    size = len(data)
+    runs: list[tuple[int, int, int]] = []  # (position, first row, rows) of 12-byte items
+    shorts: list[tuple[int, int, int]] = []  # (row, position, length) of shorter items
     position, done = start, 0
     while done < count:
-        fit = min(count - done, (len(data) - position) // _ITEM_BYTES)
-        run = fit
-        if fit:
-            headers = buf[position:position + _ITEM_BYTES * fit:_ITEM_BYTES]
-            mismatch = headers != _LONG_HEADER
-            first = int(mismatch.argmax())
-            if mismatch[first]:
-                run = first
+        fit = min(count - done, (size - position) // _ITEM_BYTES)
+        run = 0
+        while run < fit:
+            window = min(fit - run, _RUN_WINDOW)
+            begin = position + _ITEM_BYTES * run
+            headers = data[begin:begin + _ITEM_BYTES * window:_ITEM_BYTES]
+            same = window - len(headers.lstrip(_LONG_HEADER_BYTE))
+            run += same
+            if same < window:
+                break
         if run:
-            block = buf[position:position + _ITEM_BYTES * run].reshape(run, _ITEM_BYTES)
-            pieces.append(block[:, 1:])
+            runs.append((position, done, run))
             position += _ITEM_BYTES * run
             done += run
-        if done == count:
-            break
+            if done == count:
+                break
         # A short item (or something else) at `position`.
-        if position >= len(data):
+        if position >= size:
             return None
         tag = data[position]
         length = tag & 0x1F
-        if not 0xA0 <= tag < _LONG_HEADER or position + 1 + length > len(data):
+        if not 0xA0 <= tag < _LONG_HEADER or position + 1 + length > size:
             return None
-        row = np.zeros((1, ELEMENT_BYTES), dtype=np.uint8)
-        row[0, ELEMENT_BYTES - length:] = buf[position + 1:position + 1 + length]
-        pieces.append(row)
+        shorts.append((done, position, length))
         position += 1 + length
         done += 1
-    rows = np.concatenate(pieces) if pieces else np.zeros((0, ELEMENT_BYTES), dtype=np.uint8)
+    buf = np.frombuffer(data, dtype=np.uint8)
+    rows = np.empty((count, ELEMENT_BYTES), dtype=np.uint8)
+    for at, first, run in runs:
+        rows[first:first + run] = buf[at:at + _ITEM_BYTES * run].reshape(run, _ITEM_BYTES)[:, 1:]
+    flat = memoryview(rows.reshape(-1))
+    for row, at, length in shorts:
+        offset = row * ELEMENT_BYTES
+        flat[offset:offset + ELEMENT_BYTES - length] = bytes(ELEMENT_BYTES - length)
+        flat[offset + ELEMENT_BYTES - length:offset + ELEMENT_BYTES] = data[at + 1:at + 1 + length]
     return rows, position
 
 

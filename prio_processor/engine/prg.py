@@ -127,12 +127,15 @@ def _limbs_of_attempts(attempts: np.ndarray) -> limbs.Limbs:
     return limbs.from_bytes11(values)
 
 
-def expand_seeds(seeds: list[bytes], batch_id: bytes, keying: PrgKeying, count: int) -> limbs.Limbs:
-    """The first `count` elements drawn from each seed's PRG, as limbs (4, len(seeds), count)."""
+def expand_seeds(
+    seeds: list[bytes], batch_id: bytes, keying: PrgKeying, count: int, skip: int = 0
+) -> limbs.Limbs:
+    """Elements `skip` to `count` of those drawn from each seed's PRG, as limbs
+    (4, len(seeds), count - skip): the skipped ones are drawn, never converted."""
     attempts = _attempts_for(count)
     width = attempts * _ATTEMPT_BYTES
     zeros = bytes(width)
-    out = np.empty((limbs.LIMBS, len(seeds), count), dtype=np.int64)
+    out = np.empty((limbs.LIMBS, len(seeds), count - skip), dtype=np.int64)
     step = max(1, limbs.CHUNK_ELEMENTS * 8 // attempts)  # keep a chunk's keystream in cache
     for first in range(0, len(seeds), step):
         group = seeds[first:first + step]
@@ -144,11 +147,11 @@ def expand_seeds(seeds: list[bytes], batch_id: bytes, keying: PrgKeying, count: 
         rank = np.cumsum(ok, axis=1, dtype=np.int32)
         for k in range(len(group)):
             if rank[k, -1] < count:  # this stream needs more attempts: draw it on its own
-                out[:, first + k] = Prg.from_seed(group[k], batch_id, keying).draw_elements(count)
+                out[:, first + k] = Prg.from_seed(group[k], batch_id, keying).draw_elements(count)[:, skip:]
                 ok[k] = False
-        chosen = np.flatnonzero((ok & (rank <= count)).reshape(-1))
+        chosen = np.flatnonzero((ok & (rank > skip) & (rank <= count)).reshape(-1))
         full = [k for k in range(len(group)) if rank[k, -1] >= count]
         if full:
             values = _limbs_of_attempts(streams.reshape(-1, _ATTEMPT_BYTES)[chosen])
-            out[:, [first + k for k in full]] = values.reshape(limbs.LIMBS, len(full), count)
+            out[:, [first + k for k in full]] = values.reshape(limbs.LIMBS, len(full), count - skip)
     return out

@@ -104,7 +104,8 @@ class Server:
     def _shares(self, packets: Sequence[ClientPacket], with_h: bool) -> tuple[limbs.Limbs | None, limbs.Limbs | None]:
         """(data shares (4, B, n), h points (4, B, N) or None) for a batch.
 
-        Server A's data shares are None when its packets were opened without them.
+        Server A's data shares are None when its packets were opened without them, server
+        B's when h is asked for (no stage needs both).
         """
         n, big_n = self.config.n_data, self.config.n_points
         if self.index == SERVER_A:
@@ -114,9 +115,11 @@ class Server:
             if with_h:
                 h = limbs.from_bytes11(np.stack([p.h_rows for p in packets], axis=0))
             return data, h
-        count = n + big_n if with_h else n
-        expanded = expand_seeds([p.seed for p in packets], self.config.batch_id, self.keying, count)
-        return expanded[..., :n], (expanded[..., n:] if with_h else None)
+        seeds = [p.seed for p in packets]
+        if not with_h:
+            return expand_seeds(seeds, self.config.batch_id, self.keying, n), None
+        # Only h is needed: the data shares are drawn (h follows them) but never converted.
+        return None, expand_seeds(seeds, self.config.batch_id, self.keying, n + big_n, skip=n)
 
     def data_shares(self, packets: Sequence[ClientPacket]) -> limbs.Limbs:
         return self._shares(packets, with_h=False)[0]

@@ -24,12 +24,15 @@ from typing import Any
 
 from ..engine.client import Client
 from ..engine.config import Config
-from ..engine.server import Schedule, Server
+from ..engine.server import Schedule, Server, TotalShare
 from ..storage import Location, RecordWriter, location, read_all
+from ..storage.locations import LocalLocation
+from ..storage.records import PARQUET_SUFFIX, read_raw, read_spans
 from . import stages
 from .errors import InputError
 from .settings import SettingsCheck
 from .tally import RejectSink, Tally
+from .workers import Chunk, WorkerPool
 
 Progress = Callable[[int], None]
 Record = dict[str, Any]
@@ -75,12 +78,15 @@ def run_stage(
     prec: int | None = None,
     min_batch_size: int = 0,
     progress: Progress = _no_progress,
+    workers: int = 1,
 ) -> tuple[Tally, Record | None]:
     """Run one stage; returns its tally and, for aggregate and publish, the record written.
 
     `party` is the Server for verify1, verify2 and aggregate, the Client for
     encode-shares (with `output` for A and `output_b` for B), and
-    (configuration, server id) for publish, which needs no secret.
+    (configuration, server id) for publish, which needs no secret. verify1, verify2 and
+    aggregate do their per-record work in `workers` processes (1: in this one), with the
+    same outputs for any number.
     """
     if stage == "encode-shares":
         if not isinstance(party, Client) or output_b is None:
@@ -103,11 +109,11 @@ def run_stage(
     if not isinstance(party, Server):
         raise TypeError(f"{stage} runs with a Server")
     if stage == "verify1":
-        return verify1(party, schedule, _need(inputs.shares), output, rejects, progress), None
+        return verify1(party, schedule, _need(inputs.shares), output, rejects, progress, workers), None
     if stage == "verify2":
-        return verify2(party, schedule, inputs, output, rejects, progress), None
+        return verify2(party, schedule, inputs, output, rejects, progress, workers), None
     if stage == "aggregate":
-        return aggregate(party, inputs, output, rejects, progress)
+        return aggregate(party, inputs, output, rejects, progress, workers)
     raise ValueError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
 
 
@@ -159,30 +165,22 @@ def rejects_sink(
 
 
 class PartOutputs:
-    """Output files named after input parts, one open at a time.
+    """Output files named after input parts, one open at a time: chunks come in input
+    order, so a part's file is complete once the next part's chunks arrive."""
 
-    The stream marks the end of each part so the stage writes out its pending
-    batch; records then always belong to the file that is open.
-    """
-
-    def __init__(self, folder: Location, names: list[str]) -> None:
+    def __init__(self, folder: Location) -> None:
         self._folder = folder
-        self._names = names
         self._writer: RecordWriter | None = None
         self._name: str | None = None
 
-    def stream(self, parts: list[Location], max_line: int, progress: Progress) -> Iterator[Any]:
-        for part, name in zip(parts, self._names):
-            if name != self._name:
-                self._close(None)
-                self._writer = RecordWriter(self._folder.join(name)).__enter__()
-                self._name = name
-            yield from _counted(read_all([part], max_line), progress)
-            yield stages.END_OF_PART
-
-    def sink(self, record: Record) -> None:
+    def write(self, name: str, records: list[Record]) -> None:
+        if name != self._name:
+            self._close(None)
+            self._writer = RecordWriter(self._folder.join(name)).__enter__()
+            self._name = name
         assert self._writer is not None
-        self._writer.write(record)
+        for record in records:
+            self._writer.write(record)
 
     def _close(self, exc: BaseException | None) -> None:
         if self._writer is not None:
@@ -200,6 +198,50 @@ def _counted(records: Iterable[Any], progress: Progress) -> Iterator[Any]:
     for record in records:
         progress(1)
         yield record
+
+
+def part_chunks(
+    server: Server, parts: list[Location], tags: list[Any], progress: Progress, workers: int
+) -> Iterator[Chunk]:
+    """Chunks of at most a batch of unparsed records, each within one part (an empty part gives
+    one empty chunk, so that its output file is written too). For worker processes, lines of local
+    files are passed on as where they are: only the worker that parses a line reads it whole."""
+    size, max_line = _chunk_size(server), _max_line(server)
+    for part, tag in zip(parts, tags):
+        records: Iterator[Any]
+        if workers > 1 and isinstance(part, LocalLocation) and not part.name.endswith(PARQUET_SUFFIX):
+            path, records = part.uri, read_spans(part, max_line)
+        else:
+            path, records = None, read_raw(part, max_line)
+        items: list[Any] = []
+        sent = False
+        for item in records:
+            progress(1)
+            items.append(item)
+            if len(items) >= size:
+                yield Chunk(items, part.uri, tag, path)
+                items, sent = [], True
+        if items or not sent:
+            yield Chunk(items, part.uri, tag, path)
+
+
+def run_chunks(
+    steps: stages.StageSteps, chunks: Iterable[Chunk], emit: Callable[[Chunk, Any], None], workers: int
+) -> None:
+    """Every chunk through the stage's steps, in this process or in `workers` worker processes;
+    the outputs are the same either way."""
+    try:
+        if workers <= 1:
+            for chunk in chunks:
+                items = chunk.raw_items()
+                openings, kept = steps.open_chunk(items, chunk.source)
+                selections = steps.decide(openings, stages.given(items), chunk.source)
+                emit(chunk, steps.compute(kept, selections))
+        else:
+            with WorkerPool(steps, workers) as pool:
+                pool.run(chunks, emit)
+    finally:
+        steps.close()
 
 
 def _named(folder: Location, source: Location, fallback: str) -> Location:
@@ -237,16 +279,26 @@ def verify1(
     output: Location,
     rejects: Location | None = None,
     progress: Progress = _no_progress,
+    workers: int = 1,
 ) -> Tally:
     parts = input_parts(source, "--input")
     folder = output_folder(output)
     with rejects_sink(rejects, "verify1", server.server_id, (folder,)) as sink:
         tally = Tally("verify1", sink)
         # One point stream for the whole run, across parts, as the original's one server.
-        with PartOutputs(folder, [part.name for part in parts]) as outputs:
-            stream = outputs.stream(parts, stages.max_line_bytes(server.config), progress)
-            stages.verify1(server, schedule, stream, outputs.sink, tally)
+        steps = stages.Verify1Steps(server, schedule, tally)
+        chunks = part_chunks(server, parts, [p.name for p in parts], progress, workers)
+        with PartOutputs(folder) as outputs:
+            run_chunks(steps, chunks, lambda chunk, records: outputs.write(chunk.tag, records), workers)
     return tally
+
+
+def _chunk_size(server: Server) -> int:
+    return stages.batch_size(server.config)
+
+
+def _max_line(server: Server) -> int:
+    return stages.max_line_bytes(server.config)
 
 
 @contextlib.contextmanager
@@ -273,11 +325,12 @@ def verify2(
     output: Location,
     rejects: Location | None = None,
     progress: Progress = _no_progress,
+    workers: int = 1,
 ) -> Tally:
     parts = input_parts(_need(inputs.shares), "--input")
     internal_loc = _need(inputs.internal)
     folder = output_folder(output)
-    max_line = stages.max_line_bytes(server.config)
+    max_line = _max_line(server)
     with rejects_sink(rejects, "verify2", server.server_id, (folder,)) as sink:
         tally = Tally("verify2", sink)
         check = SettingsCheck(server, schedule)
@@ -285,9 +338,10 @@ def verify2(
             names = (
                 [internal_loc.name] * len(parts) if internal_loc.is_file() else [part.name for part in parts]
             )
-            with PartOutputs(folder, names) as outputs:
-                stream = outputs.stream(parts, max_line, progress)
-                stages.verify2(server, schedule, stream, internal, external, outputs.sink, tally)
+            steps = stages.Verify2Steps(server, schedule, internal, external, tally)
+            chunks = part_chunks(server, parts, names, progress, workers)
+            with PartOutputs(folder) as outputs:
+                run_chunks(steps, chunks, lambda chunk, records: outputs.write(chunk.tag, records), workers)
     return tally
 
 
@@ -297,17 +351,20 @@ def aggregate(
     output: Location,
     rejects: Location | None = None,
     progress: Progress = _no_progress,
+    workers: int = 1,
 ) -> tuple[Tally, Record]:
     parts = input_parts(_need(inputs.shares), "--input")
     internal_loc = _need(inputs.internal)
     folder = output_folder(output)
-    max_line = stages.max_line_bytes(server.config)
+    max_line = _max_line(server)
+    total = TotalShare(server.config.n_data, server.index)
     with rejects_sink(rejects, "aggregate", server.server_id, (folder,)) as sink:
         tally = Tally("aggregate", sink)
         check = SettingsCheck(server, None)
         with _joined_inputs(server, "verify2", inputs, tally, check, max_line) as (internal, external):
-            shares = _counted(read_all(parts, max_line), progress)
-            total = stages.aggregate(server, shares, internal, external, tally)
+            steps = stages.AggregateSteps(server, internal, external, tally)
+            chunks = part_chunks(server, parts, [None] * len(parts), progress, workers)
+            run_chunks(steps, chunks, lambda chunk, partial: stages.add_partial(total, partial), workers)
     record = stages.aggregate_record(server, total, tally, check.schedule)
     with RecordWriter(_named(folder, internal_loc, "aggregate.ndjson")) as out:
         out.write(record)

@@ -17,17 +17,20 @@ import base64
 import binascii
 import hashlib
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
-from ..engine import codec, seal
+import pybase64
+
+from ..engine import codec, limbs, seal
 from ..engine.client import Client, bits_from_uints
-from ..engine.codec import ClientPacket, Verify2
+from ..engine.codec import Verify2
 from ..engine.config import Config
-from ..engine.errors import PacketError
+from ..engine.errors import PacketError, Reason
 from ..engine.server import Schedule, Server, TotalShare, Verify1, final_totals, is_valid
 from ..storage import BadRecord
+from ..storage.records import parse_line
 from . import settings
 from .errors import PublishError, RecordError, RejectReason, SettingsMismatch
 from .index import PacketIndex
@@ -63,13 +66,19 @@ def decode_base64(text: Any) -> bytes:
     if not isinstance(text, str):
         raise RecordError(RejectReason.BAD_JSON, "payload is not a string")
     try:
+        # Strict base64 (nearly every payload) decodes several times faster with pybase64;
+        # anything else is decoded by the standard library, whose permissive rules we keep.
+        return pybase64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        pass
+    try:
         return base64.b64decode(text)
     except (binascii.Error, ValueError):
         raise RecordError(RejectReason.BAD_BASE64, "payload is not valid base64 (bad padding)") from None
 
 
 def encode_base64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
+    return pybase64.b64encode(data).decode("ascii")
 
 
 def _id_and_payload(record: Record | BadRecord) -> tuple[str, bytes]:
@@ -152,6 +161,9 @@ class _SeenIds:
     def add(self, record_id: str) -> None:
         self._ids.add(record_id, "")
 
+    def close(self) -> None:
+        self._ids.close()
+
 
 def batch_size(config: Config) -> int:
     """Packets per batch for a configuration."""
@@ -188,6 +200,295 @@ class _Batcher:
         self.flush()
 
 
+class Opening:
+    """What the in-order step needs to know of one record after its first step
+    (parse, decode, decrypt), which may run in another process."""
+
+    __slots__ = ("digest", "open_problem", "problem", "record_id")
+
+    def __init__(self, record_id: str | None) -> None:
+        self.record_id = record_id
+        self.problem: Problem | None = None  # the record is unusable (bad JSON, bad base64)
+        self.open_problem: Problem | None = None  # its packet does not open
+        self.digest: str | None = None
+
+    def __getstate__(self) -> tuple:
+        return self.record_id, self.problem, self.open_problem, self.digest
+
+    def __setstate__(self, state: tuple) -> None:
+        self.record_id, self.problem, self.open_problem, self.digest = state
+
+
+#: (reason, detail) of a rejected record.
+Problem = tuple[RejectReason | Reason, str]
+#: A record read but not yet parsed: a JSON line and its line number, or a parsed record.
+RawItem = tuple[int, bytes] | Record | BadRecord
+#: (position in the chunk, evaluation point or None, what the compute step needs besides the packet).
+Selection = tuple[int, int | None, Any]
+
+
+def as_record(item: RawItem, source: str) -> Record | BadRecord:
+    """The record of a raw item (JSON lines are parsed where the heavy work runs)."""
+    if isinstance(item, tuple):
+        return parse_line(item[1], source, item[0])
+    return item
+
+
+def _problem(exc: PacketError | RecordError) -> Problem:
+    return exc.reason, exc.detail
+
+
+class StageSteps:
+    """A server stage over chunks of records, in three steps:
+
+    * `open_chunk` parses, decodes and decrypts (any process; keeps the opened packets);
+    * `decide`, in input order in one process, joins, finds duplicates, draws the
+      evaluation points and counts rejects: what makes outputs independent of how
+      many processes did the other steps;
+    * `compute` runs the batch arithmetic on the packets `open_chunk` kept.
+    """
+
+    #: Which of server A's arrays the stage decodes.
+    arrays: frozenset = codec.BOTH_ARRAYS
+
+    def __init__(self, server: Server, tally: Tally) -> None:
+        self.server = server
+        self.tally = tally
+        self.seen = _SeenIds()
+
+    def open_chunk(self, items: Sequence[RawItem], source: str) -> tuple[list[Opening], list[Any]]:
+        openings: list[Opening] = []
+        kept: list[Any] = []
+        for item in items:
+            record = as_record(item, source)
+            opening = Opening(_record_id(record))
+            openings.append(opening)
+            kept.append(None)
+            try:
+                _, payload = _id_and_payload(record)
+            except RecordError as exc:
+                opening.problem = _problem(exc)
+                continue
+            assert not isinstance(record, BadRecord)
+            opening.digest = share_digest(record)
+            try:
+                packet = self.server.open(payload, self.arrays)
+            except PacketError as exc:
+                opening.open_problem = _problem(exc)
+                continue
+            kept[-1] = (_fields(record), opening.digest, packet)
+        return openings, kept
+
+    def decide(
+        self, openings: Sequence[Opening], items: Callable[[], Sequence[RawItem]], source: str
+    ) -> list[Selection]:
+        """`items` gives the chunk's raw records, for the rare decision that needs one again."""
+        selections = []
+        for position, opening in enumerate(openings):
+            self.tally.total += 1
+            try:
+                selection = self._decide(position, opening, _item_at(items, position), source)
+            except (PacketError, RecordError) as exc:
+                self.tally.reject(opening.record_id, exc.reason, exc.detail)
+                continue
+            if selection is not None:
+                selections.append(selection)
+        return selections
+
+    def _decide(
+        self, position: int, opening: Opening, item: Callable[[], RawItem], source: str
+    ) -> Selection | None:
+        raise NotImplementedError
+
+    def compute(self, kept: Sequence[Any], selections: Sequence[Selection]) -> Any:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self.seen.close()
+
+
+def _item_at(items: Callable[[], Sequence[RawItem]], position: int) -> Callable[[], RawItem]:
+    return lambda: items()[position]
+
+
+def _points(selections: Sequence[Selection]) -> list[int]:
+    return [cast(int, s[1]) for s in selections]
+
+
+def _raise(problem: Problem | None) -> None:
+    if problem is not None:
+        raise RecordError(*problem)
+
+
+class Verify1Steps(StageSteps):
+    def __init__(self, server: Server, schedule: Schedule, tally: Tally) -> None:
+        super().__init__(server, tally)
+        self.points = server.points(schedule)
+        self.stamp = settings.stamp(server, schedule)
+
+    def _decide(
+        self, position: int, opening: Opening, item: Callable[[], RawItem], source: str
+    ) -> Selection | None:
+        _raise(opening.problem)
+        _raise(opening.open_problem)
+        point = next(self.points)  # the peer draws for this packet too, duplicate or not
+        record_id = opening.record_id
+        assert record_id is not None
+        if record_id in self.seen:
+            raise RecordError(RejectReason.DUPLICATE_ID, "id seen before in this input")
+        self.seen.add(record_id)
+        return position, point, None
+
+    def compute(self, kept: Sequence[Any], selections: Sequence[Selection]) -> list[Record]:
+        if not selections:
+            return []
+        chosen = [kept[s[0]] for s in selections]
+        results = self.server.verify1([c[2] for c in chosen], _points(selections))
+        return [_output(c[0], out.to_bytes(), c[1], self.stamp) for c, out in zip(chosen, results)]
+
+
+def _joined_packets(opening: Opening, internal: Index, external: Index, stage: str) -> tuple[bytes, bytes]:
+    """Both servers' decoded `stage` packets for a share, or RecordError."""
+    found = []
+    for index, reason, whose in (
+        (internal, RejectReason.MISSING_OWN_PACKET, "this server"),
+        (external, RejectReason.MISSING_PEER_PACKET, "the other server"),
+    ):
+        entry = index.get(opening.record_id)  # type: ignore[arg-type]
+        if entry is None:
+            raise RecordError(reason, f"no {stage} packet of {whose} for this id")
+        found.append(decode_base64(entry[0]))
+    return found[0], found[1]
+
+
+def _check_own_digest(opening: Opening, internal: Index, stage: str) -> None:
+    """The share must be the one our own `stage` packet was made from."""
+    made_from = internal[opening.record_id][1]  # type: ignore[index]
+    if made_from is not None and made_from != opening.digest:
+        raise RecordError(
+            RejectReason.SHARE_MISMATCH,
+            f"this server's {stage} packet was made from another share with this id",
+        )
+
+
+class Verify2Steps(StageSteps):
+    arrays = H_ONLY
+
+    def __init__(
+        self, server: Server, schedule: Schedule, internal: Index, external: Index, tally: Tally
+    ) -> None:
+        super().__init__(server, tally)
+        self.points = server.points(schedule)
+        self.stamp = settings.stamp(server, schedule)
+        self.internal, self.external = internal, external
+
+    def _decide(
+        self, position: int, opening: Opening, item: Callable[[], RawItem], source: str
+    ) -> Selection | None:
+        _raise(opening.problem)
+        own, peer = _joined_packets(opening, self.internal, self.external, "verify1")
+        record_id = opening.record_id
+        assert record_id is not None
+        if record_id in self.seen:
+            # A repeated id may carry another packet: check that one whole, as libprio would.
+            _, payload = _id_and_payload(as_record(item(), source))
+            self.server.open(payload, codec.BOTH_ARRAYS)
+        else:
+            _raise(opening.open_problem)
+        point = next(self.points)
+        if record_id in self.seen:
+            raise RecordError(RejectReason.DUPLICATE_ID, "id seen before in this input")
+        _check_own_digest(opening, self.internal, "verify1")
+        packets = Verify1.from_bytes(own), Verify1.from_bytes(peer)
+        self.seen.add(record_id)
+        return position, point, packets
+
+    def compute(self, kept: Sequence[Any], selections: Sequence[Selection]) -> list[Record]:
+        if not selections:
+            return []
+        chosen = [kept[s[0]] for s in selections]
+        results = self.server.verify2(
+            [c[2] for c in chosen],
+            _points(selections),
+            [s[2][0] for s in selections],
+            [s[2][1] for s in selections],
+        )
+        return [_output(c[0], out.to_bytes(), c[1], self.stamp) for c, out in zip(chosen, results)]
+
+
+class AggregateSteps(StageSteps):
+    arrays = DATA_ONLY
+
+    def __init__(self, server: Server, internal: Index, external: Index, tally: Tally) -> None:
+        super().__init__(server, tally)
+        self.internal, self.external = internal, external
+
+    def _decide(
+        self, position: int, opening: Opening, item: Callable[[], RawItem], source: str
+    ) -> Selection | None:
+        _raise(opening.problem)
+        own, peer = _joined_packets(opening, self.internal, self.external, "verify2")
+        _check_own_digest(opening, self.internal, "verify2")
+        _raise(opening.open_problem)
+        if not is_valid(Verify2.from_bytes(own), Verify2.from_bytes(peer)):
+            raise RecordError(RejectReason.INVALID_PROOF, "the proof does not verify")
+        record_id = opening.record_id
+        assert record_id is not None
+        if record_id in self.seen:
+            raise RecordError(RejectReason.DUPLICATE_ID, "id seen before in this input")
+        self.seen.add(record_id)
+        return position, None, None
+
+    def compute(self, kept: Sequence[Any], selections: Sequence[Selection]) -> Any:
+        """The canonical sum of the chosen packets' data shares, (4, 1, n_data) limbs, or None."""
+        if not selections:
+            return None
+        shares = self.server.data_shares([kept[s[0]][2] for s in selections])
+        return limbs.canonical(shares.sum(axis=1))[:, None, :]
+
+
+def chunks(stream: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    """Lists of at most `size` records; END_OF_PART ends a list early (an empty list for an empty part)."""
+    chunk: list[Any] = []
+    for record in stream:
+        if record is END_OF_PART:
+            yield chunk
+            chunk = []
+            continue
+        chunk.append(record)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def given(items: Sequence[RawItem]) -> Callable[[], Sequence[RawItem]]:
+    """`items` for StageSteps.decide, when they are at hand."""
+    return lambda: items
+
+
+def run_inline(
+    steps: StageSteps, stream: Iterable[Any], emit: Callable[[Any], None], source: str = ""
+) -> None:
+    """All three steps in this process, a chunk at a time."""
+    try:
+        for chunk in chunks(stream, batch_size(steps.server.config)):
+            openings, kept = steps.open_chunk(chunk, source)
+            selections = steps.decide(openings, given(chunk), source)
+            emit(steps.compute(kept, selections))
+    finally:
+        steps.close()
+
+
+def _sink_all(sink: Sink) -> Callable[[list[Record]], None]:
+    def emit(records: list[Record]) -> None:
+        for record in records:
+            sink(record)
+
+    return emit
+
+
 def verify1(
     server: Server,
     schedule: Schedule,
@@ -197,29 +498,7 @@ def verify1(
 ) -> None:
     """For every share that opens, write its record with the verify1 packet as payload
     (other fields kept), the share's digest and this server's settings stamp."""
-    points = server.points(schedule)
-    seen = _SeenIds()
-    stamp = settings.stamp(server, schedule)
-
-    def run(items: list[tuple[Record, str, ClientPacket, int]]) -> None:
-        results = server.verify1([i[2] for i in items], [i[3] for i in items])
-        for (fields, digest, _, _), packet in zip(items, results):
-            sink(_output(fields, packet.to_bytes(), digest, stamp))
-
-    batch = _Batcher(run, batch_size(server.config))
-    for record in batch.records(shares, tally):
-        try:
-            record_id, payload = _id_and_payload(record)
-            packet = server.open(payload)
-        except (PacketError, RecordError) as exc:
-            tally.reject(_record_id(record), exc.reason, exc.detail)
-            continue
-        point = next(points)  # the peer draws for this packet too, duplicate or not
-        if record_id in seen:
-            tally.reject(record_id, RejectReason.DUPLICATE_ID, "id seen before in this input")
-            continue
-        seen.add(record_id)
-        batch.add((_fields(record), share_digest(record), packet, point))
+    run_inline(Verify1Steps(server, schedule, tally), shares, _sink_all(sink))
 
 
 def _output(fields: Record, packet: bytes, digest: str, stamp: dict[str, Any]) -> Record:
@@ -228,35 +507,6 @@ def _output(fields: Record, packet: bytes, digest: str, stamp: dict[str, Any]) -
     out["digest"] = digest
     out[settings.FIELD] = stamp
     return out
-
-
-def _joined(
-    record: Record | BadRecord, internal: Index, external: Index, stage: str
-) -> tuple[str, bytes, bytes, bytes]:
-    """(id, share, own packet, peer packet) of a share and the `stage` packets of both servers."""
-    record_id, payload = _id_and_payload(record)
-    found = []
-    for index, reason, whose in (
-        (internal, RejectReason.MISSING_OWN_PACKET, "this server"),
-        (external, RejectReason.MISSING_PEER_PACKET, "the other server"),
-    ):
-        entry = index.get(record_id)
-        if entry is None:
-            raise RecordError(reason, f"no {stage} packet of {whose} for this id")
-        found.append(decode_base64(entry[0]))
-    return record_id, payload, found[0], found[1]
-
-
-def _check_own_digest(record: Record, internal: Index, stage: str) -> str:
-    """This share's digest, which must be the one our own `stage` packet was made from."""
-    digest = share_digest(record)
-    made_from = internal[record["id"]][1]
-    if made_from is not None and made_from != digest:
-        raise RecordError(
-            RejectReason.SHARE_MISMATCH,
-            f"this server's {stage} packet was made from another share with this id",
-        )
-    return digest
 
 
 def verify2(
@@ -270,38 +520,7 @@ def verify2(
 ) -> None:
     """For every share with both verify1 packets, write its record with the verify2 packet
     as payload (other fields kept), the share's digest and this server's settings stamp."""
-    points = server.points(schedule)
-    seen = _SeenIds()
-    stamp = settings.stamp(server, schedule)
-
-    def run(items: list[tuple[Record, str, ClientPacket, int, Verify1, Verify1]]) -> None:
-        results = server.verify2(
-            [i[2] for i in items], [i[3] for i in items], [i[4] for i in items], [i[5] for i in items]
-        )
-        for item, out in zip(items, results):
-            sink(_output(item[0], out.to_bytes(), item[1], stamp))
-
-    batch = _Batcher(run, batch_size(server.config))
-    for record in batch.records(shares, tally):
-        record_id = _record_id(record)
-        try:
-            record_id, payload, own, peer = _joined(record, internal, external, "verify1")
-            # A repeated id may carry another packet: check that one whole, as libprio would.
-            packet = server.open(payload, codec.BOTH_ARRAYS if record_id in seen else H_ONLY)
-        except (PacketError, RecordError) as exc:
-            tally.reject(record_id, exc.reason, exc.detail)
-            continue
-        point = next(points)
-        try:
-            if record_id in seen:
-                raise RecordError(RejectReason.DUPLICATE_ID, "id seen before in this input")
-            digest = _check_own_digest(record, internal, "verify1")
-            packets = Verify1.from_bytes(own), Verify1.from_bytes(peer)
-        except (PacketError, RecordError) as exc:
-            tally.reject(record_id, exc.reason, exc.detail)
-            continue
-        seen.add(record_id)
-        batch.add((_fields(record), digest, packet, point, *packets))
+    run_inline(Verify2Steps(server, schedule, internal, external, tally), shares, _sink_all(sink))
 
 
 def aggregate(
@@ -313,28 +532,15 @@ def aggregate(
 ) -> TotalShare:
     """The total share of all shares whose proof both servers accepted."""
     total = TotalShare(server.config.n_data, server.index)
-    seen = _SeenIds()
-
-    def run(packets: list[ClientPacket]) -> None:
-        total.add(server.data_shares(packets))
-
-    batch = _Batcher(run, batch_size(server.config))
-    for record in batch.records(shares, tally):
-        record_id = _record_id(record)
-        try:
-            record_id, payload, own, peer = _joined(record, internal, external, "verify2")
-            _check_own_digest(record, internal, "verify2")
-            packet = server.open(payload, DATA_ONLY)
-            if not is_valid(Verify2.from_bytes(own), Verify2.from_bytes(peer)):
-                raise RecordError(RejectReason.INVALID_PROOF, "the proof does not verify")
-            if record_id in seen:
-                raise RecordError(RejectReason.DUPLICATE_ID, "id seen before in this input")
-        except (PacketError, RecordError) as exc:
-            tally.reject(record_id, exc.reason, exc.detail)
-            continue
-        seen.add(record_id)
-        batch.add(packet)
+    steps = AggregateSteps(server, internal, external, tally)
+    run_inline(steps, shares, lambda partial: add_partial(total, partial))
     return total
+
+
+def add_partial(total: TotalShare, partial: Any) -> None:
+    """Add a chunk's sum from AggregateSteps.compute."""
+    if partial is not None:
+        total.add(partial)
 
 
 def aggregate_record(

@@ -8,7 +8,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
-from .locations import Location, StorageError
+import orjson
+
+from .locations import LocalLocation, Location, StorageError
 
 PARQUET_SUFFIX = ".parquet"
 _BATCH_ROWS = 4096
@@ -36,23 +38,64 @@ def _is_parquet(loc: Location) -> bool:
 
 def read_records(loc: Location, max_line: int = DEFAULT_MAX_LINE) -> Iterator[dict[str, Any] | BadRecord]:
     """Records of one file, in order, holding neither the file nor a line over `max_line` bytes in memory."""
+    source = loc.uri
+    for item in read_raw(loc, max_line):
+        yield parse_line(item[1], source, item[0]) if isinstance(item, tuple) else item
+
+
+#: A JSON line not parsed yet, with its line number; Parquet rows and unreadable lines come as records.
+RawLine = tuple[int, bytes]
+#: Where a JSON line is in its file: (line number, offset, length).
+LineSpan = tuple[int, int, int]
+
+
+def read_raw(
+    loc: Location, max_line: int = DEFAULT_MAX_LINE
+) -> Iterator[RawLine | dict[str, Any] | BadRecord]:
+    """Like `read_records`, but JSON lines come unparsed, as (line number, bytes): parsing
+    a share's line is much of a stage's work, so it is done where the rest of it is."""
     if _is_parquet(loc):
         yield from _read_parquet(loc)
         return
     with loc.open_read() as f:
-        number = 0
-        while True:
-            line = f.readline(max_line + 1)
-            if not line:
-                return
-            number += 1
-            if len(line) > max_line and not line.endswith(b"\n"):
-                _skip_rest_of_line(f)
-                yield BadRecord(loc.uri, number, f"is longer than {max_line} bytes")
-                continue
-            if not line.strip():
-                continue
-            yield _parse(line, loc.uri, number)
+        for number, line in _lines(f, loc, max_line):
+            yield line if isinstance(line, BadRecord) else (number, line)
+
+
+def read_spans(loc: LocalLocation, max_line: int = DEFAULT_MAX_LINE) -> Iterator[LineSpan | BadRecord]:
+    """Where each JSON line of a local file is, for processes that read the lines themselves;
+    the same lines, numbers and BadRecords as `read_raw`."""
+    with loc.open_read() as f:
+        for number, line in _lines(f, loc, max_line):
+            yield line if isinstance(line, BadRecord) else (number, f.tell() - len(line), len(line))
+
+
+def read_span_lines(path: str, spans: list[LineSpan]) -> list[RawLine]:
+    """The lines at `spans` (in file order) of a local file, read at once."""
+    if not spans:
+        return []
+    start = spans[0][1]
+    with open(path, "rb") as f:
+        f.seek(start)
+        data = f.read(spans[-1][1] + spans[-1][2] - start)
+    return [(number, data[offset - start : offset - start + length]) for number, offset, length in spans]
+
+
+def _lines(f: IO[bytes], loc: Location, max_line: int) -> Iterator[tuple[int, bytes | BadRecord]]:
+    """(line number, line) of the non-blank lines; a BadRecord for a line over `max_line` bytes."""
+    number = 0
+    while True:
+        line = f.readline(max_line + 1)
+        if not line:
+            return
+        number += 1
+        if len(line) > max_line and not line.endswith(b"\n"):
+            _skip_rest_of_line(f)
+            yield number, BadRecord(loc.uri, number, f"is longer than {max_line} bytes")
+            continue
+        if line.isspace():  # blank (strip() would copy a long line first)
+            continue
+        yield number, line
 
 
 def _skip_rest_of_line(f: IO[bytes]) -> None:
@@ -62,14 +105,45 @@ def _skip_rest_of_line(f: IO[bytes]) -> None:
             return
 
 
-def _parse(line: bytes, source: str, number: int) -> dict[str, Any] | BadRecord:
+def parse_line(line: bytes, source: str, number: int) -> dict[str, Any] | BadRecord:
+    """One JSON line as a record, exactly as `json.loads` reads it, or a BadRecord.
+
+    orjson reads the usual lines several times faster; lines it refuses or may read
+    differently (NaN, lone surrogates, a byte-order mark, integers beyond 64 bits,
+    which it turns into floats) are read again with `json`.
+    """
     try:
-        record = json.loads(line)
-    except RecursionError:  # nesting deeper than the parser's stack
-        return BadRecord(source, number, "nests too deeply")
-    except ValueError:  # includes invalid UTF-8
-        return BadRecord(source, number)
+        record = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        record = _FALLBACK
+    if record is _FALLBACK or _needs_json(record):
+        try:
+            record = json.loads(line)
+        except RecursionError:  # nesting deeper than the parser's stack
+            return BadRecord(source, number, "nests too deeply")
+        except ValueError:  # includes invalid UTF-8
+            return BadRecord(source, number)
     return record if isinstance(record, dict) else BadRecord(source, number)
+
+
+_FALLBACK = object()
+
+
+def _needs_json(record: Any) -> bool:
+    try:
+        return _has_float(record)
+    except RecursionError:  # json decides what nests too deeply
+        return True
+
+
+def _has_float(value: Any) -> bool:
+    if isinstance(value, float):
+        return True
+    if isinstance(value, dict):
+        return any(_has_float(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_float(v) for v in value)
+    return False
 
 
 def _read_parquet(loc: Location) -> Iterator[dict[str, Any] | BadRecord]:
