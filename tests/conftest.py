@@ -1,59 +1,60 @@
-"""Shared fixtures: the test vectors made by the real libprio, read in place."""
+"""Shared fixtures: the libprio oracle and a GCS API server (one per xdist worker)."""
 
 from __future__ import annotations
 
-import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import ModuleType
 
 import pytest
 
 from vectors import VECTORS
 
 
-def pytest_report_header(config):
+def pytest_report_header(config: pytest.Config) -> str:
     return f"test vectors: {VECTORS}"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Marks as slow, besides tests marked by hand, the kinds that take seconds each:
+    the script tests (whole servers against buckets) and commands run in a subprocess."""
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        runs_subprocess = callspec is not None and callspec.params.get("runner") == "subprocess"
+        if runs_subprocess or item.path.parent.name == "bin":
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
-def libprio():
+def libprio() -> ModuleType:
     """The real libprio C library (PyPI prio==0.2), the interop oracle.
 
-    Outside CI it may be missing (the tests then skip and say how to install it);
-    in CI a missing oracle fails the run.
+    `make test` builds it; a missing oracle fails the tests that need it rather than
+    skipping them, so that a run without it cannot pass for a complete one.
     """
     try:
         from prio import libprio as oracle
     except ImportError:
-        message = "libprio oracle (PyPI prio==0.2) is not installed: run `make oracle`"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        pytest.fail("libprio oracle (PyPI prio==0.2) is not installed: run `make oracle`")
     oracle.Prio_init()
     return oracle
 
 
 def _free_port() -> int:
-    import socket
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="session")
-def gcs_emulator():
-    """A GCS API server (gcp-storage-emulator) on 127.0.0.1 for the whole session.
-
-    Yields its URL; tests set STORAGE_EMULATOR_HOST to it and use the real
-    google-cloud-storage client.
-    """
-    import shutil
-    import subprocess
-    import sys
-    import time
-    import urllib.request
-    from pathlib import Path
-
-    executable = shutil.which("gcp-storage-emulator") or str(Path(sys.executable).parent / "gcp-storage-emulator")
+def _start_gcs_server(executable: str) -> tuple[subprocess.Popen[bytes], str] | None:
+    """A started GCS API server and its URL, or None if it exited (its port was taken)."""
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     proc = subprocess.Popen(
@@ -65,25 +66,50 @@ def gcs_emulator():
     while True:
         try:
             urllib.request.urlopen(url + "/", timeout=1).read()
-            break
+            return proc, url
         except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail("the GCS API server did not start")
+            if proc.poll() is not None:
+                return None
+            if time.monotonic() > deadline:
+                _stop(proc)
+                pytest.fail("the GCS API server did not answer within 30 s")
             time.sleep(0.05)
-    yield url
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
     proc.terminate()
     try:
         proc.wait(10)
     except subprocess.TimeoutExpired:
         proc.kill()
+        proc.wait()
+
+
+@pytest.fixture(scope="session")
+def gcs_emulator() -> Iterator[str]:
+    """A GCS API server (gcp-storage-emulator) on 127.0.0.1 for the whole session.
+
+    Yields its URL; tests set STORAGE_EMULATOR_HOST to it and use the real
+    google-cloud-storage client. Under pytest-xdist each worker has its own.
+    """
+    name = "gcp-storage-emulator"
+    executable = shutil.which(name) or str(Path(sys.executable).parent / name)
+    # Another process may take the free port between our check and the server's bind.
+    started = None
+    for _attempt in range(3):
+        started = _start_gcs_server(executable)
+        if started is not None:
+            break
+    if started is None:
+        pytest.fail("the GCS API server did not start (it exited three times)")
+    proc, url = started
+    yield url
+    _stop(proc)
 
 
 @pytest.fixture
-def gcs(gcs_emulator, monkeypatch):
+def gcs(gcs_emulator: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[], str]]:
     """STORAGE_EMULATOR_HOST set for this test, and a fresh bucket name maker."""
-    import uuid
-
     from google.cloud import storage
 
     from prio_processor.storage import locations

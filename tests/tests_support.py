@@ -8,7 +8,9 @@ from prio_processor.engine import keys
 from prio_processor.engine.config import Config
 from prio_processor.engine.server import Schedule, Server, TotalShare
 from prio_processor.pipeline import stages
+from prio_processor.pipeline.index import PacketIndex
 from prio_processor.pipeline.tally import Tally
+
 from vectors import Case, read_payloads
 
 
@@ -24,25 +26,31 @@ class Pair:
         self.b = Server(self.config, "B", self.private_b, self.seed)
 
 
-
 def vector_server(case: Case, server_id: str) -> Server:
     private = keys.private_key_from_hex(case.keys(server_id)["private_key"])
     return Server(case.config, server_id, private, case.shared_seed, case.keying)
+
+
+def packet_index(payloads: dict[str, str]) -> PacketIndex:
+    """An index of the original's verification packets (which carry no share digest)."""
+    index = PacketIndex()
+    for record_id, payload in payloads.items():
+        index.add(record_id, payload, None)
+    return index
 
 
 def vector_total_shares(case: Case) -> dict[str, TotalShare]:
     """Each server's total share of a case, aggregated from the original's verify2 files."""
     out = {}
     for server, peer in (("A", "B"), ("B", "A")):
-        total = stages.aggregate(
-            vector_server(case, server),
-            case.raw(server),
-            {k: (v, None) for k, v in read_payloads(case.intermediate(server, "verify2")).items()},
-            {k: (v, None) for k, v in read_payloads(case.intermediate(peer, "verify2")).items()},
-            Tally("aggregate"),
-        )
-        out[server] = total
+        with (
+            packet_index(read_payloads(case.intermediate(server, "verify2"))) as internal,
+            packet_index(read_payloads(case.intermediate(peer, "verify2"))) as external,
+        ):
+            out[server] = stages.aggregate(
+                vector_server(case, server), case.raw(server), internal, external, Tally("aggregate")
+            )
     return out
 
 
-__all__ = ["Pair", "Schedule", "vector_server", "vector_total_shares"]
+__all__ = ["Pair", "Schedule", "packet_index", "vector_server", "vector_total_shares"]

@@ -1,4 +1,4 @@
-"""Loading the cases under ../shared/vectors (made by libprio 1.x and the original CLI)."""
+"""Loading the cases under tests/vectors/ (made by libprio 1.x and the original CLI)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from prio_processor.engine import keys
 from prio_processor.engine.config import Config
 from prio_processor.engine.prg import PrgKeying
 
-VECTORS = Path(__file__).resolve().parents[2] / "shared" / "vectors"
+VECTORS = Path(__file__).resolve().parent / "vectors"
 
 
 def _ndjson(path: Path) -> list[dict]:
@@ -83,8 +83,11 @@ class Case:
 
 
 def cases() -> list[Case]:
-    found = sorted(p.parent for p in VECTORS.glob("*/*/config.json")) + [VECTORS / "fixture-n5"]
-    return [Case(p) for p in sorted(set(found))]
+    found = {p.parent for p in VECTORS.glob("*/*/config.json")}
+    if not found:
+        # An empty list would turn every vector test into a silent skip.
+        raise FileNotFoundError(f"no test vectors under {VECTORS}")
+    return [Case(p) for p in sorted(found | {VECTORS / "fixture-n5"})]
 
 
 def full_chain_cases() -> list[Case]:

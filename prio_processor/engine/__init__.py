@@ -8,6 +8,7 @@ and `server`.
 """
 
 from .client import Client, bits_from_uints
+from .codec import Verify2
 from .config import MAX_N_DATA, Config
 from .errors import PacketError, Reason
 from .keys import (
@@ -19,7 +20,6 @@ from .keys import (
     public_key_to_hex,
 )
 from .prg import PrgKeying
-from .codec import Verify2
 from .server import Schedule, Server, TotalShare, Verify1, final_totals, is_valid, server_index, uint_totals
 
 __all__ = [

@@ -326,7 +326,7 @@ class Verify1:
         return pack_verify1(self.d, self.e)
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> "Verify1":
+    def from_bytes(cls, data: bytes) -> Verify1:
         return cls(*read_verify1(data))
 
 
@@ -340,7 +340,7 @@ class Verify2:
         return pack_verify2(self.out)
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> "Verify2":
+    def from_bytes(cls, data: bytes) -> Verify2:
         return cls(read_verify2(data))
 
 

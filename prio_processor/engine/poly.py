@@ -15,7 +15,7 @@ Values live on the N-th roots of unity w**j (natural order on the last axis).
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 
@@ -23,7 +23,7 @@ from . import field, limbs
 from .field import MODULUS
 
 
-@lru_cache(maxsize=None)
+@cache
 def _twiddles(size: int, inverse: bool = False) -> np.ndarray:
     """Limbs of w**0 .. w**(size/2 - 1) for a primitive `size`-th root w."""
     root = field.root_of_unity(size)
@@ -65,7 +65,7 @@ def _transform(x: limbs.Limbs, inverse: bool, decimate_in_frequency: bool) -> li
     return x
 
 
-@lru_cache(maxsize=None)
+@cache
 def _coset_twist(n: int) -> np.ndarray:
     """w2**bitrev(i) / n, the factors between the two transforms (w2: 2n-th root)."""
     w2 = field.root_of_unity(2 * n)

@@ -56,7 +56,7 @@ class Prg:
         self._encryptor = Cipher(algorithms.AES(key), modes.CTR(_ZERO_IV)).encryptor()
 
     @classmethod
-    def from_seed(cls, seed: bytes, batch_id: bytes, keying: PrgKeying) -> "Prg":
+    def from_seed(cls, seed: bytes, batch_id: bytes, keying: PrgKeying) -> Prg:
         return cls(prg_key(seed, batch_id, keying))
 
     def read(self, count: int) -> bytes:

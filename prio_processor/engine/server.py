@@ -15,8 +15,8 @@ Server B receives only a seed and re-expands its shares with the PRG.
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterator, Sequence
 from functools import lru_cache
-from typing import Iterator, Sequence
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
@@ -337,14 +337,14 @@ class TotalShare:
             self._sum = limbs.reduce(self._sum)
             self._pending = 1
 
-    def merge(self, other: "TotalShare") -> None:
+    def merge(self, other: TotalShare) -> None:
         """Add another partial total of the same server and length."""
         if other.index != self.index or other.length != self.length:
             raise ValueError("partial totals of different servers or lengths cannot be merged")
         self._sum = limbs.reduce(limbs.reduce(self._sum) + limbs.reduce(other._sum))
         self._pending = 1
 
-    def folded_uint(self, prec: int) -> "TotalShare":
+    def folded_uint(self, prec: int) -> TotalShare:
         """Shares of integer totals from shares of bit totals (libprio's PrioTotalShare_set_data_uint)."""
         if prec < 1 or self.length % prec:
             raise ValueError(f"{self.length} bit totals are not a whole number of {prec}-bit integers")
@@ -360,7 +360,7 @@ class TotalShare:
         return codec.pack_total_share(self.index, limbs.to_bytes11(self._sum))
 
     @classmethod
-    def from_bytes(cls, data: bytes, length: int) -> "TotalShare":
+    def from_bytes(cls, data: bytes, length: int) -> TotalShare:
         index, rows = codec.read_total_share(data, length)
         total = cls(length, index)
         total._sum = limbs.from_bytes11(rows)

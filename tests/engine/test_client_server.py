@@ -15,9 +15,9 @@ from prio_processor.engine.client import Client, bits_from_uints
 from prio_processor.engine.errors import PacketError, Reason
 from prio_processor.engine.field import MODULUS
 from prio_processor.engine.server import Schedule, TotalShare, final_totals, is_valid, uint_totals
-from vectors import VECTORS, Case
 
 from tests_support import Pair, vector_total_shares
+from vectors import VECTORS, Case
 
 
 def run(pair: Pair, packets: list[tuple[bytes, bytes]], schedule=Schedule.SEQUENTIAL):

@@ -6,6 +6,7 @@ import pytest
 
 from prio_processor.engine import keys, seal
 from prio_processor.engine.errors import PacketError, Reason
+
 from vectors import cases
 
 

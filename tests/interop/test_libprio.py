@@ -12,7 +12,7 @@ import random
 
 import pytest
 
-from prio_processor.engine import codec, keys
+from prio_processor.engine import keys
 from prio_processor.engine.client import Client
 from prio_processor.engine.config import Config
 from prio_processor.engine.field import MODULUS

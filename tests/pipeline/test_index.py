@@ -120,8 +120,8 @@ def _entry(i: int) -> tuple[str, str, str]:
     return str(uuid.UUID(bytes=digest[:16])), base64.b64encode(digest[8:32]).decode(), digest[16:].hex()
 
 
-def _entries(count: int) -> Iterator[tuple[str, str, str]]:
-    return map(_entry, range(count))
+def _entries(count: int, step: int = 1) -> Iterator[tuple[str, str, str]]:
+    return map(_entry, range(0, count, step))
 
 
 def _reset_peak_resident() -> None:
@@ -144,7 +144,7 @@ def _status_kib(field: str) -> int:
 
 
 def _measure(kind: str, count: int) -> dict:
-    """Loads `count` packets into a PacketIndex or a dict, looks every one up, reports memory."""
+    """Loads `count` packets into a PacketIndex or a dict, looks them up, reports memory."""
     _reset_peak_resident()
     before = _status_kib("VmRSS")
     spilled = False
@@ -153,7 +153,8 @@ def _measure(kind: str, count: int) -> dict:
         with PacketIndex() as index:
             for entry in _entries(count):
                 index.add(*entry)
-            assert all(index.get(id) == (payload, digest) for id, payload, digest in _entries(count))
+            # Every 7th: lookups all over the database, in less time than all of them.
+            assert all(index.get(id) == (payload, digest) for id, payload, digest in _entries(count, 7))
             assert len(index) == count
             spilled = index.spilled
             temp = os.environ.get("SQLITE_TMPDIR")
@@ -162,7 +163,7 @@ def _measure(kind: str, count: int) -> dict:
         table: dict[str, tuple[str, str]] = {}
         for id, payload, digest in _entries(count):
             table[id] = payload, digest
-        assert all(table[id] == (payload, digest) for id, payload, digest in _entries(count))
+        assert all(table[id] == (payload, digest) for id, payload, digest in _entries(count, 7))
     after = _status_kib("VmHWM")
     return {"growth_kib": after - before, "spilled": spilled, "temp_names": temp_names}
 
