@@ -33,7 +33,7 @@ def run_prio(args: list[str], env: dict[str, str]) -> tuple[float, int]:
                             stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
     elapsed = time.perf_counter() - start
-    out, err = proc.communicate()
+    _, err = proc.communicate()
     if status != 0:
         sys.exit(f"prio {args[0]} failed:\n{err.decode()}")
     return elapsed, usage.ru_maxrss * 1024
@@ -41,7 +41,8 @@ def run_prio(args: list[str], env: dict[str, str]) -> tuple[float, int]:
 
 def ours(work: Path, keys: dict, n_data: int) -> dict[str, tuple[float, int]]:
     results = {}
-    for stage, prev in (("verify1", None), ("verify2", "verify1"), ("aggregate", "verify2"), ("publish", "aggregate")):
+    chain = (("verify1", None), ("verify2", "verify1"), ("aggregate", "verify2"), ("publish", "aggregate"))
+    for stage, prev in chain:
         for s in "AB":
             env = dict(os.environ, N_DATA=str(n_data), BATCH_ID="bench", SERVER_ID=s, PRG_KEYING="raw",
                        PRIVATE_KEY_HEX=keys[s]["private_key"], SHARED_SECRET=keys["seed"],
@@ -86,12 +87,14 @@ def libprio_chain(work: Path, keys: dict, n_data: int) -> dict[str, tuple[float,
                 f.write(json.dumps(record) + "\n")
 
     def server(s: str):
-        return lib.PrioServer_new(config, lib.PRIO_SERVER_A if s == "A" else lib.PRIO_SERVER_B, secret[s], seed)
+        index = lib.PRIO_SERVER_A if s == "A" else lib.PRIO_SERVER_B
+        return lib.PrioServer_new(config, index, secret[s], seed)
 
     def timed(name: str, func) -> None:
         start = time.perf_counter()
         func()
-        results[name] = (time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+        elapsed = time.perf_counter() - start
+        results[name] = (elapsed, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
 
     for s in "AB":
         def verify1(s=s):
@@ -100,7 +103,8 @@ def libprio_chain(work: Path, keys: dict, n_data: int) -> dict[str, tuple[float,
             for datum in read(work / f"raw_{s.lower()}" / "data.ndjson"):
                 lib.PrioVerifier_set_data(verifier, base64.b64decode(datum["payload"]))
                 lib.PrioPacketVerify1_set_data(packet, verifier)
-                rows.append({"id": datum["id"], "payload": base64.b64encode(lib.PrioPacketVerify1_write(packet)).decode()})
+                payload = base64.b64encode(lib.PrioPacketVerify1_write(packet)).decode()
+                rows.append({"id": datum["id"], "payload": payload})
             write(out / s / "verify1.ndjson", rows)
         timed(f"verify1 {s}", verify1)
     for s in "AB":
@@ -116,7 +120,8 @@ def libprio_chain(work: Path, keys: dict, n_data: int) -> dict[str, tuple[float,
                 lib.PrioPacketVerify1_read(own, base64.b64decode(internal[datum["id"]]), config)
                 lib.PrioPacketVerify1_read(peer, base64.b64decode(external[datum["id"]]), config)
                 lib.PrioPacketVerify2_set_data(packet, verifier, own, peer)
-                rows.append({"id": datum["id"], "payload": base64.b64encode(lib.PrioPacketVerify2_write(packet)).decode()})
+                payload = base64.b64encode(lib.PrioPacketVerify2_write(packet)).decode()
+                rows.append({"id": datum["id"], "payload": payload})
             write(out / s / "verify2.ndjson", rows)
         timed(f"verify2 {s}", verify2)
     totals = {}
@@ -150,15 +155,18 @@ def libprio_chain(work: Path, keys: dict, n_data: int) -> dict[str, tuple[float,
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--clients", type=int, default=2000)
     parser.add_argument("--n-data", type=int, default=2046)
     parser.add_argument("--no-libprio", action="store_true", help="time this CLI only (large runs)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="prio-chain-") as tmp:
         work = Path(tmp)
-        keys = {s: json.loads(subprocess.check_output([sys.executable, "-m", "prio_processor", "keygen"])) for s in "AB"}
-        keys["seed"] = json.loads(subprocess.check_output([sys.executable, "-m", "prio_processor", "shared-seed"]))["shared_seed"]
+        prio = [sys.executable, "-m", "prio_processor"]
+        keys = {s: json.loads(subprocess.check_output([*prio, "keygen"])) for s in "AB"}
+        keys["seed"] = json.loads(subprocess.check_output([*prio, "shared-seed"]))["shared_seed"]
         # Streamed, so that this process stays small: a child's peak memory counts
         # the parent's pages it was forked with.
         rng = random.Random(1)
@@ -168,7 +176,8 @@ def main() -> None:
                 vector = [rng.randint(0, 1) for _ in range(args.n_data)]
                 expected = [total + bit for total, bit in zip(expected, vector)]
                 f.write(json.dumps({"payload": vector}) + "\n")
-        encode = run_prio(["encode-shares", "--n-data", str(args.n_data), "--batch-id", "bench", "--prg-keying", "raw",
+        encode = run_prio(["encode-shares", "--n-data", str(args.n_data), "--batch-id", "bench",
+                           "--prg-keying", "raw",
                            "--public-key-hex-internal", keys["A"]["public_key"],
                            "--public-key-hex-external", keys["B"]["public_key"],
                            "--input", str(work / "client.ndjson"), "--output-A", str(work / "raw_a"),
@@ -182,7 +191,8 @@ def main() -> None:
         if theirs:
             published = json.loads((work / "libprio" / "A" / "publish.ndjson").read_text())
             assert published["payload"] == expected, "libprio published wrong counts"
-    print(f"{args.clients} clients, n_data {args.n_data}; encode-shares: {encode[0]:.1f} s, peak {encode[1] / 2**20:.0f} MiB")
+    print(f"{args.clients} clients, n_data {args.n_data}; "
+          f"encode-shares: {encode[0]:.1f} s, peak {encode[1] / 2**20:.0f} MiB")
     print("| stage | libprio s | ours s | speed-up | our peak memory |")
     print("| --- | --- | --- | --- | --- |")
     for name, (seconds, peak) in mine.items():

@@ -69,7 +69,9 @@ def bench_ours(n_data: int, vectors, schedule: Schedule, timer: Timer) -> list[i
     for name in "AB":
         def verify1(name=name):
             opened, drawn = open_all(name), points(name)
-            return [v for ob, pb in zip(_batches(opened), _batches(drawn)) for v in servers[name].verify1(ob, pb)]
+            return [
+                v for ob, pb in zip(_batches(opened), _batches(drawn)) for v in servers[name].verify1(ob, pb)
+            ]
         v1[name] = timer.run(f"verify1 {name}", verify1)
     v2 = {}
     for name in "AB":
@@ -78,7 +80,8 @@ def bench_ours(n_data: int, vectors, schedule: Schedule, timer: Timer) -> list[i
         def verify2(name=name, other=other):
             opened, drawn = open_all(name, frozenset({"h"})), points(name)
             out = []
-            for ob, pb, mine, theirs in zip(_batches(opened), _batches(drawn), _batches(v1[name]), _batches(v1[other])):
+            batches = zip(_batches(opened), _batches(drawn), _batches(v1[name]), _batches(v1[other]))
+            for ob, pb, mine, theirs in batches:
                 out += servers[name].verify2(ob, pb, mine, theirs)
             return out
         v2[name] = timer.run(f"verify2 {name}", verify2)
@@ -86,7 +89,8 @@ def bench_ours(n_data: int, vectors, schedule: Schedule, timer: Timer) -> list[i
     for name in "AB":
         def aggregate(name=name):
             total = TotalShare(n_data, name)
-            valid = [p for p, a, b in zip(open_all(name, frozenset({"data"})), v2["A"], v2["B"]) if is_valid(a, b)]
+            opened = open_all(name, frozenset({"data"}))
+            valid = [p for p, a, b in zip(opened, v2["A"], v2["B"]) if is_valid(a, b)]
             for chunk in _batches(valid):
                 total.add(servers[name].data_shares(chunk))
             return total
@@ -176,11 +180,15 @@ def peak_memory(n_data: int, packets: int, schedule: Schedule) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--packets", type=int, default=500)
     parser.add_argument("--sizes", default="441,2046")
     parser.add_argument("--schedule", default="sequential", choices=[s.value for s in Schedule])
-    parser.add_argument("--repeat", type=int, default=3, help="runs of ours; the fastest counts (this VM is noisy)")
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="runs of ours; the fastest counts (this VM is noisy)"
+    )
     args = parser.parse_args()
     try:
         from prio import libprio

@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -75,7 +76,7 @@ class Day:
                        env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         return time.perf_counter() - start
 
-    def process(self) -> tuple[float, dict[str, os.struct_rusage]]:
+    def process(self) -> tuple[float, dict[str, resource.struct_rusage]]:
         """Both servers at once: the wall time until both are done, and each one's resource usage."""
         servers = {}
         start = time.perf_counter()
@@ -130,7 +131,9 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=10_000)
     parser.add_argument("--workers", type=int, default=None,
                         help="WORKERS for each server (default: the command's, every processor)")
-    parser.add_argument("--keep", action="store_true", help="keep the buckets and logs (the folder is printed)")
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the buckets and logs (the folder is printed)"
+    )
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="prio-day-"))

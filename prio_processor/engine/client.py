@@ -57,7 +57,7 @@ def bits_from_uints(values: Sequence[int], prec: int) -> list[int]:
     """libprio's unsigned-integer encoding: each value as `prec` bits, most significant first."""
     if prec < 1:
         raise ValueError("precision must be at least one bit")
-    bits = []
+    bits: list[int] = []
     for value in values:
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 1 << prec:
             raise ValueError(f"{value!r} is not an unsigned integer of {prec} bits")
@@ -80,7 +80,11 @@ class Client:
         """Encrypted packets (for A, for B) of each bit vector."""
         # Chunks keep the limb arrays of one pass at a few megabytes.
         step = max(1, _CHUNK_ELEMENTS // self.config.n_points)
-        return [p for start in range(0, len(vectors), step) for p in self._encode_chunk(vectors[start:start + step])]
+        return [
+            packet
+            for start in range(0, len(vectors), step)
+            for packet in self._encode_chunk(vectors[start:start + step])
+        ]
 
     def _encode_chunk(self, vectors: Sequence[Sequence[int]]) -> list[tuple[bytes, bytes]]:
         cfg = self.config

@@ -8,6 +8,7 @@ uint8 rows of big-endian bytes so that whole batches convert at once.
 
 from __future__ import annotations
 
+import builtins
 import struct
 from dataclasses import dataclass
 
@@ -138,7 +139,9 @@ class _Reader:
             return tag
         sizes = {0xCC: 1, 0xCD: 2, 0xCE: 4, 0xCF: 8}
         if tag not in sizes:
-            raise PacketError(Reason.MALFORMED, f"expected an unsigned integer, found msgpack type 0x{tag:02x}")
+            raise PacketError(
+                Reason.MALFORMED, f"expected an unsigned integer, found msgpack type 0x{tag:02x}"
+            )
         return int.from_bytes(self._take(sizes[tag]), "big")
 
     def array_header(self) -> int:
@@ -166,20 +169,19 @@ class _Reader:
             raise PacketError(Reason.OUT_OF_RANGE, "field element is not below the modulus")
         return value
 
-    def elements(self, expected: int, what: str) -> np.ndarray:
+    # `builtins.str`: inside this class `str` names the method above.
+    def elements(self, expected: int, what: builtins.str) -> np.ndarray:
         """An array of exactly `expected` elements as (expected, 11) rows."""
         count = self.array_header()
         if count != expected:
             raise PacketError(Reason.WRONG_LENGTH, f"{what} has {count} elements, expected {expected}")
-        rows = _fast_elements(self.data, self.position, count)
-        if rows is None:
+        fast = _fast_elements(self.data, self.position, count)
+        if fast is None:
             values = [self.element() for _ in range(count)]
-            rows = _rows_from_ints(values)
-        else:
-            self.position = rows[1]
-            rows = rows[0]
-            if not _below_modulus(rows):
-                raise PacketError(Reason.OUT_OF_RANGE, f"{what} holds an element not below the modulus")
+            return _rows_from_ints(values)
+        rows, self.position = fast
+        if not _below_modulus(rows):
+            raise PacketError(Reason.OUT_OF_RANGE, f"{what} holds an element not below the modulus")
         return rows
 
 
@@ -248,7 +250,7 @@ def _fast_elements(data: bytes, start: int, count: int) -> tuple[np.ndarray, int
     rows = np.empty((count, ELEMENT_BYTES), dtype=np.uint8)
     for at, first, run in runs:
         rows[first:first + run] = buf[at:at + _ITEM_BYTES * run].reshape(run, _ITEM_BYTES)[:, 1:]
-    flat = memoryview(rows.reshape(-1))
+    flat = rows.reshape(-1).data
     for row, at, length in shorts:
         offset = row * ELEMENT_BYTES
         flat[offset:offset + ELEMENT_BYTES - length] = bytes(ELEMENT_BYTES - length)
@@ -274,7 +276,12 @@ BOTH_ARRAYS = frozenset({"data", "h"})
 
 
 def read_client_packet(
-    plaintext: bytes, batch_id: bytes, server: int, n_data: int, n_points: int, arrays: frozenset = BOTH_ARRAYS
+    plaintext: bytes,
+    batch_id: bytes,
+    server: int,
+    n_data: int,
+    n_points: int,
+    arrays: frozenset[str] = BOTH_ARRAYS,
 ) -> ClientPacket:
     """Decode and check a decrypted client packet as libprio's reader does.
 

@@ -14,7 +14,7 @@ value into [0, p).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -115,17 +115,16 @@ def _columns(a: Limbs, b: Limbs, out: Limbs | None = None) -> Limbs:
     """The seven column sums of the schoolbook product, added into `out` if given."""
     shape = np.broadcast_shapes(a.shape[1:], b.shape[1:])
     fresh = out is None
-    if fresh:
-        out = np.empty((7,) + shape, dtype=np.int64)
+    columns = np.empty((7,) + shape, dtype=np.int64) if out is None else out
     tmp = np.empty(shape, dtype=np.int64)
     for i in range(LIMBS):
         for j in range(LIMBS):
             if fresh and (i == 0 or j == LIMBS - 1):
-                np.multiply(a[i], b[j], out=out[i + j])  # first product of its column
+                np.multiply(a[i], b[j], out=columns[i + j])  # first product of its column
             else:
                 np.multiply(a[i], b[j], out=tmp)
-                out[i + j] += tmp
-    return out
+                columns[i + j] += tmp
+    return columns
 
 
 def _reduce_columns(c: Limbs) -> Limbs:
@@ -194,7 +193,7 @@ def canonical(x: Limbs) -> Limbs:
 CHUNK_ELEMENTS = 1 << 14
 
 
-def batched(func, *arrays: Limbs) -> Limbs:
+def batched(func: Callable[..., Limbs], *arrays: Limbs) -> Limbs:
     """func(*arrays) computed in slices of the batch axis (axis 1), for cache locality.
 
     Arrays whose batch axis has length 1 are broadcast to every slice.
@@ -204,10 +203,11 @@ def batched(func, *arrays: Limbs) -> Limbs:
     step = max(1, CHUNK_ELEMENTS // max(per_item, 1))
     if step >= batch:
         return func(*arrays)
-    out = None
+    out: Limbs | None = None
     for start in range(0, batch, step):
         part = func(*[a[:, start:start + step] if a.shape[1] > 1 else a for a in arrays])
         if out is None:
             out = np.empty(part.shape[:1] + (batch,) + part.shape[2:], dtype=np.int64)
         out[:, start:start + step] = part
+    assert out is not None  # step < batch, so the loop ran
     return out

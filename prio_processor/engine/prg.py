@@ -139,10 +139,10 @@ def expand_seeds(
     step = max(1, limbs.CHUNK_ELEMENTS * 8 // attempts)  # keep a chunk's keystream in cache
     for first in range(0, len(seeds), step):
         group = seeds[first:first + step]
-        streams = np.empty((len(group), width), dtype=np.uint8)
-        for row, seed in zip(streams, group):
-            Prg.from_seed(seed, batch_id, keying)._encryptor.update_into(zeros, row)
-        streams = streams.reshape(len(group), attempts, _ATTEMPT_BYTES)
+        keystreams = np.empty((len(group), width), dtype=np.uint8)
+        for row, seed in zip(keystreams, group):
+            Prg.from_seed(seed, batch_id, keying)._encryptor.update_into(zeros, row.data)
+        streams = keystreams.reshape(len(group), attempts, _ATTEMPT_BYTES)
         ok = _accepted(streams)
         rank = np.cumsum(ok, axis=1, dtype=np.int32)
         for k in range(len(group)):

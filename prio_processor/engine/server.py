@@ -17,6 +17,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterator, Sequence
 from functools import lru_cache
+from typing import TypeVar
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
@@ -27,6 +28,8 @@ from .config import Config
 from .field import INV2, MODULUS
 from .fingerprint import settings_mac
 from .prg import SEED_BYTES, Prg, PrgKeying, expand_seeds
+
+_T = TypeVar("_T")
 
 
 class Schedule(str, enum.Enum):
@@ -74,11 +77,12 @@ class Server:
     def settings_mac(self, schedule: Schedule | None) -> str:
         """The keyed fingerprint of this server's shared settings (see `fingerprint`)."""
         value = Schedule(schedule).value if schedule is not None else ""
-        return settings_mac(self._shared_seed, self.config.batch_id, self.config.n_data, self.keying.value, value)
+        cfg = self.config
+        return settings_mac(self._shared_seed, cfg.batch_id, cfg.n_data, self.keying.value, value)
 
     # -- opening packets -----------------------------------------------------
 
-    def open(self, ciphertext: bytes, arrays: frozenset = codec.BOTH_ARRAYS) -> ClientPacket:
+    def open(self, ciphertext: bytes, arrays: frozenset[str] = codec.BOTH_ARRAYS) -> ClientPacket:
         """Decrypt and check one client packet, or raise PacketError.
 
         `arrays`: which of server A's arrays to decode ({"data", "h"}): verify2
@@ -101,28 +105,23 @@ class Server:
 
     # -- shares as limbs -------------------------------------------------------
 
-    def _shares(self, packets: Sequence[ClientPacket], with_h: bool) -> tuple[limbs.Limbs | None, limbs.Limbs | None]:
-        """(data shares (4, B, n), h points (4, B, N) or None) for a batch.
-
-        Server A's data shares are None when its packets were opened without them, server
-        B's when h is asked for (no stage needs both).
-        """
-        n, big_n = self.config.n_data, self.config.n_points
-        if self.index == SERVER_A:
-            data = h = None
-            if packets[0].data_rows is not None:
-                data = limbs.from_bytes11(np.stack([p.data_rows for p in packets], axis=0))
-            if with_h:
-                h = limbs.from_bytes11(np.stack([p.h_rows for p in packets], axis=0))
-            return data, h
-        seeds = [p.seed for p in packets]
-        if not with_h:
-            return expand_seeds(seeds, self.config.batch_id, self.keying, n), None
-        # Only h is needed: the data shares are drawn (h follows them) but never converted.
-        return None, expand_seeds(seeds, self.config.batch_id, self.keying, n + big_n, skip=n)
-
     def data_shares(self, packets: Sequence[ClientPacket]) -> limbs.Limbs:
-        return self._shares(packets, with_h=False)[0]
+        """Data shares (4, B, n) of a batch of packets opened with their data shares."""
+        if self.index == SERVER_A:
+            rows = _every([p.data_rows for p in packets], "data shares")
+            return limbs.from_bytes11(np.stack(rows, axis=0))
+        seeds = _every([p.seed for p in packets], "seed")
+        return expand_seeds(seeds, self.config.batch_id, self.keying, self.config.n_data)
+
+    def _h_points(self, packets: Sequence[ClientPacket]) -> limbs.Limbs:
+        """h points (4, B, N) of a batch of packets opened with their h points."""
+        if self.index == SERVER_A:
+            rows = _every([p.h_rows for p in packets], "h points")
+            return limbs.from_bytes11(np.stack(rows, axis=0))
+        n, big_n = self.config.n_data, self.config.n_points
+        seeds = _every([p.seed for p in packets], "seed")
+        # The data shares are drawn (h follows them) but never converted.
+        return expand_seeds(seeds, self.config.batch_id, self.keying, n + big_n, skip=n)
 
     # -- evaluation at the random point ------------------------------------------
 
@@ -130,7 +129,7 @@ class Server:
         """(f(r), g(r)) shares per packet (verify1)."""
         cfg = self.config
         n, big_n = cfg.n_data, cfg.n_points
-        data, _ = self._shares(packets, with_h=False)
+        data = self.data_shares(packets)
         f0 = [p.f0 for p in packets]
         g0 = [p.g0 for p in packets]
         # g's points are f's but for g(1) and, at server A, minus one on the data points:
@@ -163,7 +162,7 @@ class Server:
     def _evaluate_h(self, packets: Sequence[ClientPacket], points: Sequence[int]) -> list[int]:
         """h(r) shares per packet (verify2)."""
         big_n = self.config.n_points
-        _, h_odd = self._shares(packets, with_h=True)
+        h_odd = self._h_points(packets)
         h0 = [p.h0 for p in packets]
         if len(packets) > 1 and len(set(points)) == 1:
             return _h_at_shared_point(h_odd, h0, points[0], big_n)
@@ -196,6 +195,14 @@ class Server:
             e = (mine.e + theirs.e) % MODULUS
             out.append(Verify2((d * e % MODULUS * INV2 + d * b + e * a + c - h_r) % MODULUS))
         return out
+
+
+def _every(items: Sequence[_T | None], what: str) -> list[_T]:
+    """All of `items`, none missing: a packet opened without a part a stage needs is a bug."""
+    present = [item for item in items if item is not None]
+    if len(present) != len(items):
+        raise ValueError(f"a packet was opened without its {what}")
+    return present
 
 
 def is_valid(verify2_a: Verify2, verify2_b: Verify2) -> bool:
@@ -307,7 +314,9 @@ def _lagrange_basis_at(r: int, n: int, big_n: int, shared: bool, indicator: bool
     l0 = (r_n - 1) * inv_n % MODULUS * field.inv(r - 1) % MODULUS
     if not indicator:
         return l0, 0
-    numerator, denominator = _indicator_tail(n, big_n)
+    fraction = _indicator_tail(n, big_n)
+    assert fraction is not None  # callers ask for the indicator only when its tail is short
+    numerator, denominator = fraction
     q = _horner(denominator, r)
     # sum_j L_j(r) = 1; the tail's L_j(r) = w^j (r^N - 1) / (N (r - w^j)).
     tail = 1 if q == 0 else (r_n - 1) * inv_n % MODULUS * _horner(numerator, r) % MODULUS * field.inv(q)

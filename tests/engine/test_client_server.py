@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import random
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -52,7 +53,8 @@ def test_round_trip(n_data, schedule):
 
 def test_client_rejects_bad_vectors():
     client = Client(Pair(4).config)
-    for bad in ([0, 1, 2, 0], [0, 1, 0], [[0, 1], 0, 1, 0]):
+    bad_vectors: list[list[Any]] = [[0, 1, 2, 0], [0, 1, 0], [[0, 1], 0, 1, 0]]
+    for bad in bad_vectors:
         with pytest.raises(ValueError):
             client.encode(bad)
 
@@ -76,8 +78,8 @@ def test_uint_total_shares_match_libprio():
     for server in "AB":
         folded = shares[server].folded_uint(prec).to_bytes()
         assert base64.b64encode(folded).decode() == case.manifest[f"total_share_uint_{server}_b64"]
-    folded = [shares[s].folded_uint(prec) for s in "AB"]
-    assert final_totals(*folded) == case.manifest["expected_final_uint_totals"]
+    folded_shares = [shares[s].folded_uint(prec) for s in "AB"]
+    assert final_totals(*folded_shares) == case.manifest["expected_final_uint_totals"]
 
 
 # -- tampering: every change to a valid packet's proof is caught ------------------
@@ -97,24 +99,32 @@ def _tamper(pair: Pair, packet: bytes, server: str, field_name: str, position: i
     private = pair.private_a if server == "A" else pair.private_b
     public = pair.config.public_key_a if server == "A" else pair.config.public_key_b
     cfg = pair.config
-    opened = codec.read_client_packet(seal.decrypt(private, packet), cfg.batch_id, "AB".index(server), cfg.n_data, cfg.n_points)
+    opened = codec.read_client_packet(
+        seal.decrypt(private, packet), cfg.batch_id, "AB".index(server), cfg.n_data, cfg.n_points
+    )
     head = dict(zip(["a", "b", "c"], opened.triple), f0=opened.f0, g0=opened.g0, h0=opened.h0)
     if field_name in head:
         head[field_name] = (head[field_name] + delta) % MODULUS
     if server == "A":
+        assert opened.data_rows is not None and opened.h_rows is not None
         data = [int.from_bytes(r.tobytes(), "big") for r in opened.data_rows]
         h = [int.from_bytes(r.tobytes(), "big") for r in opened.h_rows]
         if field_name == "data":
             data[position % len(data)] = (data[position % len(data)] + delta) % MODULUS
         if field_name == "h":
             h[position % len(h)] = (h[position % len(h)] + delta) % MODULUS
-        body = codec.pack_elements(codec._rows_from_ints(data)) + codec.pack_elements(codec._rows_from_ints(h))
+        body = codec.pack_elements(codec._rows_from_ints(data))
+        body += codec.pack_elements(codec._rows_from_ints(h))
     else:
+        assert opened.seed is not None
         seed = bytearray(opened.seed)
         if field_name == "seed":
             seed[position % 16] ^= 1 + delta % 255
         body = codec.pack_str(bytes(seed))
-    plain = codec.pack_client_packet(cfg.batch_id, (head["a"], head["b"], head["c"]), head["f0"], head["g0"], head["h0"], "AB".index(server), body)
+    triple = (head["a"], head["b"], head["c"])
+    plain = codec.pack_client_packet(
+        cfg.batch_id, triple, head["f0"], head["g0"], head["h0"], "AB".index(server), body
+    )
     return seal.encrypt(public, plain)
 
 
@@ -158,13 +168,15 @@ def test_firefox_ping_packets_are_libprio_envelopes():
         big_n = 1 << n.bit_length() if (n + 1) & n else n + 1
         items = 6 + n + big_n
         arrays = 2 * 3
-        assert seal.OVERHEAD + head + arrays + 2 * items <= len(a) <= seal.OVERHEAD + head + arrays + 12 * items
+        frame = seal.OVERHEAD + head + arrays
+        assert frame + 2 * items <= len(a) <= frame + 12 * items
         for packet, server in ((a, pair.a), (b, pair.b)):
             with pytest.raises(PacketError) as info:
                 server.open(packet)
             assert info.value.reason is Reason.DECRYPT_FAILED
 
 
+@pytest.mark.slow
 def test_largest_vector_libprio_allows():
     from prio_processor.engine.config import MAX_N_DATA
 

@@ -17,7 +17,8 @@ N_DATA, N_POINTS = 8, 16
 
 
 def _elements(values: list[int]) -> bytes:
-    return msgpack.packb([v.to_bytes(max(1, (v.bit_length() + 7) // 8), "big") for v in values], use_bin_type=False)
+    minimal = [v.to_bytes(max(1, (v.bit_length() + 7) // 8), "big") for v in values]
+    return msgpack.packb(minimal, use_bin_type=False)
 
 
 def _plain_a(batch=b"test-batch", server=0, data=None, h=None, head=None) -> bytes:
@@ -25,7 +26,8 @@ def _plain_a(batch=b"test-batch", server=0, data=None, h=None, head=None) -> byt
     h = [random.randrange(MODULUS) for _ in range(N_POINTS)] if h is None else h
     head = [1, 2, 3, 4, 5, 6] if head is None else head
     body = _elements(data) + _elements(h)
-    return codec.pack_client_packet(batch, tuple(head[:3]), *head[3:], server, body)
+    a, b, c, f0, g0, h0 = head
+    return codec.pack_client_packet(batch, (a, b, c), f0, g0, h0, server, body)
 
 
 def _open(pair, plaintext: bytes, server: str = "A"):
@@ -111,4 +113,5 @@ def test_mutated_packets_raise_only_packet_errors(pair8, data):
 def test_serialization_of_elements_is_minimal():
     rows = codec._rows_from_ints([0, 1, 255, 256, MODULUS - 1])
     packed = codec.pack_elements(rows)
-    assert packed == msgpack.packb([b"\x00", b"\x01", b"\xff", b"\x01\x00", (MODULUS - 1).to_bytes(11, "big")], use_bin_type=False)
+    expected = [b"\x00", b"\x01", b"\xff", b"\x01\x00", (MODULUS - 1).to_bytes(11, "big")]
+    assert packed == msgpack.packb(expected, use_bin_type=False)

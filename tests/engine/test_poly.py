@@ -50,7 +50,8 @@ def test_tree_numerators_and_weights(n):
         assert (r * a - (pow(r, n, MODULUS) - 1) * sum(y)) * field.inv(n) % MODULUS == expected
         assert sum(w * v for w, v in zip(poly.lagrange_weights(r, n), y)) % MODULUS == expected
     weights = limbs.from_ints(poly.lagrange_weights(points[0], n))
-    assert poly.dot(limbs.from_ints(sum(ys, [])).reshape(4, 3, n), weights) == [lagrange(y, roots, points[0]) for y in ys]
+    dotted = poly.dot(limbs.from_ints(sum(ys, [])).reshape(4, 3, n), weights)
+    assert dotted == [lagrange(y, roots, points[0]) for y in ys]
 
 
 def test_weights_at_a_root_of_unity():

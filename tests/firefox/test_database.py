@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import sqlite3
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -79,7 +80,7 @@ class RecordingClient:
     """Stands in for google.cloud.bigquery.Client, which needs an account: records the load job."""
 
     def __init__(self) -> None:
-        self.calls = []
+        self.calls: list[tuple[bytes, Any, Any]] = []
 
     def load_table_from_file(self, file, destination, job_config):
         self.calls.append((file.read(), destination, job_config))

@@ -111,6 +111,7 @@ def chart_problems(page_file: Path, profile: str) -> tuple[list[str], list[str]]
             continue
         image = Image.open(io.BytesIO(shot)).convert("L")
         low, high = image.getextrema()
+        assert isinstance(low, int) and isinstance(high, int)  # one band: (darkest, lightest)
         dark = sum(image.histogram()[:200])
         if high - low < 100 or dark < 0.01 * image.width * image.height:
             problems.append(f"{chart['alt']}: blank")

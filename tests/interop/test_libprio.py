@@ -35,9 +35,11 @@ class OracleWorld:
         self.secret_b, self.public_b = lib.Keypair_new()
         self.lib_config = lib.PrioConfig_new(n_data, self.public_a, self.public_b, self.batch_id)
         self.ours = {}
-        for name, secret, public in (("A", self.secret_a, self.public_a), ("B", self.secret_b, self.public_b)):
+        pairs = (("A", self.secret_a, self.public_a), ("B", self.secret_b, self.public_b))
+        for name, secret, public in pairs:
             self.ours[name] = keys.private_key_from_hex(lib.PrivateKey_export_hex(secret)[:64].decode())
-            assert keys.public_key_to_hex(self.ours[name].public_key()) == lib.PublicKey_export_hex(public)[:64].decode()
+            libprio_public = lib.PublicKey_export_hex(public)[:64].decode()
+            assert keys.public_key_to_hex(self.ours[name].public_key()) == libprio_public
         self.config = Config(
             n_data,
             keys.public_key_from_hex(lib.PublicKey_export_hex(self.public_a)[:64].decode()),
@@ -55,7 +57,11 @@ class OracleWorld:
             "A": lib.PrioServer_new(self.lib_config, lib.PRIO_SERVER_A, self.secret_a, self.seed),
             "B": lib.PrioServer_new(self.lib_config, lib.PRIO_SERVER_B, self.secret_b, self.seed),
         }
-        valid, written = [], {"verify1": {"A": [], "B": []}, "verify2": {"A": [], "B": []}}
+        valid: list[bool] = []
+        written: dict[str, dict[str, list[bytes]]] = {
+            "verify1": {"A": [], "B": []},
+            "verify2": {"A": [], "B": []},
+        }
         for packet_a, packet_b in packets:
             verifiers = {}
             for name, packet in (("A", packet_a), ("B", packet_b)):

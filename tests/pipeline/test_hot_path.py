@@ -16,7 +16,7 @@ from prio_processor.engine.errors import PacketError
 from prio_processor.engine.field import MODULUS
 from prio_processor.pipeline.errors import RecordError
 from prio_processor.pipeline.stages import decode_base64, encode_base64
-from prio_processor.storage import BadRecord, location
+from prio_processor.storage import BadRecord, LocalLocation
 from prio_processor.storage.records import parse_line, read_raw, read_span_lines, read_spans
 
 LINES = [
@@ -112,7 +112,9 @@ def test_element_runs_read_as_the_careful_reader_reads_them(short_share):
         for _ in range(3000)
     ]
     data = _element_array(values) + b"\x91\x00"  # whatever follows the array
-    rows, end = codec._fast_elements(data, 0, len(values))
+    fast = codec._fast_elements(data, 0, len(values))
+    assert fast is not None
+    rows, end = fast
     assert end == len(data) - 2
     assert np.array_equal(rows, _careful(data, len(values)))
 
@@ -131,7 +133,7 @@ def test_line_spans_give_the_lines_read_raw_gives(tmp_path, last):
     lines = [b'{"id": "x"}\n', b"\n", b"   \n", b'{"id": "' + b"y" * 5000 + b'"}\n', b"[1]\n"]
     lines += [b"y" * 20 + b"\n", b"y" * 21 + b"\n", b"\t{}\r\n", last]  # around the longest line, 20 bytes
     path.write_bytes(b"".join(lines))
-    loc = location(path)
+    loc = LocalLocation(path)
     raw = list(read_raw(loc, 20))
     spans = list(read_spans(loc, 20))
     assert [type(r) for r in raw] == [type(s) for s in spans]
@@ -143,4 +145,4 @@ def test_line_spans_give_the_lines_read_raw_gives(tmp_path, last):
 
 def test_an_empty_file_has_no_spans(tmp_path):
     (tmp_path / "empty.json").write_bytes(b"")
-    assert list(read_spans(location(tmp_path / "empty.json"))) == []
+    assert list(read_spans(LocalLocation(tmp_path / "empty.json"))) == []

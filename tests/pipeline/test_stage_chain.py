@@ -114,7 +114,8 @@ def test_fixed_schedule_survives_one_sided_failure():
 def test_base64_crash_case_is_counted_not_fatal(server_id, rejected):
     """The original crashed on bad padding after two lines; we count it and go on."""
     case = Case(VECTORS / "prg-hashed" / "d_base64_crash")
-    produced, tally = [], Tally("verify1")
+    produced: list[stages.Record] = []
+    tally = Tally("verify1")
     stages.verify1(
         vector_server(case, server_id), Schedule.SEQUENTIAL, case.raw(server_id), produced.append, tally
     )
@@ -138,13 +139,14 @@ def test_a_second_share_under_a_verified_id_is_not_counted():
     private_a = keys.private_key_from_hex(case.keys("A")["private_key"])
     plain = seal.decrypt(private_a, base64.b64decode(honest["payload"]))
     opened = codec.read_client_packet(plain, cfg.batch_id, 0, cfg.n_data, cfg.n_points)
+    assert opened.data_rows is not None and opened.h_rows is not None
     body = codec.pack_elements(opened.data_rows) + codec.pack_elements(opened.h_rows[:-1])  # h one short
     bad = codec.pack_client_packet(cfg.batch_id, opened.triple, opened.f0, opened.g0, opened.h0, 0, body)
     impostor = {"id": honest["id"], "payload": base64.b64encode(seal.encrypt(cfg.public_key_a, bad)).decode()}
     shares["A"] = [impostor] + shares["A"]
     shares["B"] = [shares["B"][0]] + shares["B"]
     servers = {s: vector_server(case, s) for s in PEER}
-    out = {}
+    out: dict[tuple[str, str], list[stages.Record]] = {}
     for s in PEER:
         out["verify1", s] = []
         stages.verify1(servers[s], Schedule.FIXED, shares[s], out["verify1", s].append, Tally("verify1"))
