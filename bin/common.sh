@@ -185,8 +185,43 @@ data_root() {
 
 # ------------------------------------------------------------ commands
 
-# Which implementation runs the stages: `cli` (prio); `spark` is planned.
-readonly ENGINES='cli'
+# Which implementation runs the stages: `cli` (prio) or `spark` (prio-spark).
+readonly ENGINES='cli|spark'
+
+# check_engine: note what ENGINE=spark lacks or refuses (for check_done).
+check_engine() {
+    [[ ${ENGINE:-} == spark ]] || return 0
+    if [[ ${EVALUATION_POINT:-} == sequential ]]; then
+        problems+=("ENGINE=spark evaluates every packet at the first draw: EVALUATION_POINT must be fixed")
+    fi
+    if [[ -n ${SPARK_SUBMIT:-} ]]; then
+        command -v "$SPARK_SUBMIT" >/dev/null || problems+=("SPARK_SUBMIT names no command that can be run")
+        return 0
+    fi
+    if [[ -z ${JAVA_HOME:-} ]] && ! command -v java >/dev/null; then
+        problems+=("ENGINE=spark needs Java: java on PATH or JAVA_HOME")
+    fi
+    if ! python3 -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec("pyspark") is None)' \
+        2>/dev/null; then
+        problems+=("ENGINE=spark needs pyspark in python3 (pip install 'prio-processor[spark]')")
+    fi
+}
+
+# spark_stage STAGE OPTION...: prio-spark in local mode (SPARK_MASTER picks another master), or
+# through $SPARK_SUBMIT with SPARK_SUBMIT_ARGS (split on white space, e.g. `--master URL`) first.
+spark_stage() {
+    if [[ -n ${SPARK_SUBMIT:-} ]]; then
+        local submit_args=() entry
+        read -ra submit_args <<<"${SPARK_SUBMIT_ARGS:-}"
+        entry=$(python3 -c 'import importlib.util
+print(importlib.util.find_spec("prio_processor.spark.submit").origin)')
+        exec "$SPARK_SUBMIT" "${submit_args[@]}" "$entry" "$@"
+    fi
+    if command -v prio-spark >/dev/null; then
+        exec prio-spark "$@"
+    fi
+    exec python3 -m prio_processor.spark "$@"
+}
 
 # run_stage STAGE OPTION...: the one place a server stage is launched. The
 # secrets reach it through its environment only (never its arguments or any
@@ -201,6 +236,7 @@ run_stage() {
         done
         case ${ENGINE:?} in
             cli) exec prio "$stage" "$@" ;;
+            spark) spark_stage "$stage" "$@" ;;
         esac
     )
 }

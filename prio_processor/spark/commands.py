@@ -3,10 +3,12 @@
 Same commands, options, environment variables and stdout lines as `prio`
 (and the original prio-spark), over Spark-readable paths: inputs are a file
 or a folder of JSON-lines part files; outputs are folders of JSON-lines part
-files with _SUCCESS. Rejected records are counted; with --rejects they are
-listed as {id, reason, detail} in a folder of their own, never in --output.
-Spark evaluates every packet at the first draw of the server PRG (the
-`fixed` schedule).
+files with _SUCCESS, holding the records `prio` writes (settings stamps and
+kept input fields included). Rejected records are counted; with --rejects they
+are listed as by `prio`: one file {id, reason, detail} per line, that file or
+rejects-<stage>-<server>.ndjson in that folder, never in --output. Spark
+evaluates every packet at the first draw of the server PRG (the `fixed`
+schedule).
 """
 
 from __future__ import annotations
@@ -16,22 +18,24 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import click
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 
-from .. import integration
+from .. import dataconfig, integration
 from ..cli import options
-from ..cli.options import ConfigError
+from ..cli.base import ConfigError
+from ..cli.options import ServerOptions
 from ..engine import keys
+from ..engine.prg import SEED_BYTES
 from ..engine.server import Schedule
-from ..pipeline import stages
+from ..pipeline import runner, stages
+from ..pipeline.errors import InputError, PublishError, SettingsMismatch
+from ..pipeline.tally import RejectSink
 from ..storage import StorageError, location
 from . import adapter, jobs
-from .adapter import ClientSpec, IntegrationRow, ServerSpec
+from .adapter import SCHEDULE, ClientSpec, IntegrationRow, ServerSpec
 from .session import get_session
-
-AGGREGATE_SCHEMA = "payload string, error long, total long, batch_id string, n_data long, server_id string"
-PUBLISH_SCHEMA = "id string, timestamp string, payload array<long>, error long, total long"
 
 evaluation_point = click.option(
     "--evaluation-point",
@@ -39,15 +43,9 @@ evaluation_point = click.option(
     type=click.Choice([s.value for s in Schedule]),
     default=Schedule.FIXED.value,
     show_default=True,
+    show_envvar=True,
     help="Which random point verifies each packet. Spark evaluates every packet at the first draw "
          "('fixed', as the original Spark pipeline); 'sequential' is refused.",
-)
-
-rejects_option = click.option(
-    "--rejects",
-    envvar="REJECTS",
-    default=None,
-    help="A folder to list rejected records in as JSON lines {id, reason, detail} (replaced on each run).",
 )
 
 
@@ -68,23 +66,28 @@ def entry_point(ctx: click.Context, master: str | None) -> None:
     ctx.obj = _Context(master)
 
 
-def _server_spec(params: dict[str, Any]) -> ServerSpec:
-    """This server's configuration, checked on the driver (bad values exit 2)."""
-    if params.get("evaluation_point", Schedule.FIXED.value) != Schedule.FIXED.value:
+def _warn(label: str, message: str) -> None:
+    click.echo(f"{label}: {message}", err=True)
+
+
+def _server_spec(params: dict[str, Any], opts: ServerOptions) -> ServerSpec:
+    """This server's configuration, checked on the driver (bad values exit 2), as `prio` checks it."""
+    if params.get("evaluation_point", SCHEDULE.value) != SCHEDULE.value:
         raise ConfigError("prio-spark evaluates every packet at the first draw: use --evaluation-point fixed")
-    key = options.private_key(params["private_key_hex"], params["private_key_file"])
-    seed = options.shared_secret(params["shared_secret"], params["shared_secret_file"])
-    pair = (params["public_key_hex_internal"], params["public_key_hex_external"])
-    names = ("--public-key-hex-internal", "--public-key-hex-external")
-    if params["server_id"] == "B":
-        pair, names = pair[::-1], names[::-1]
-    options.make_config(params["n_data"], params["batch_id"], pair[0], pair[1], names)
-    if keys.public_key_to_hex(key.public_key()) != params["public_key_hex_internal"].strip().upper():
-        raise ConfigError("the private key does not match --public-key-hex-internal")
-    return ServerSpec(params["n_data"], params["batch_id"], params["server_id"],
-                      params["public_key_hex_internal"], params["public_key_hex_external"],
-                      params["prg_keying"],
-                      keys.private_key_to_hex(key), seed)
+    key = options.one_secret(
+        params["private_key_hex"], params["private_key_file"], ("--private-key-hex", "--private-key-file"))
+    seed = options.one_secret(
+        params["shared_secret"], params["shared_secret_file"], ("--shared-secret", "--shared-secret-file"))
+    if seed.given_bytes > SEED_BYTES:
+        _warn(opts.label,
+              f"the shared secret has {seed.given_bytes} bytes; "
+              f"using its first {SEED_BYTES}, as libprio does")
+    if keys.public_key_bytes(key.public_key()) != keys.public_key_bytes(opts.public_key_internal):
+        _warn(opts.label, "the private key does not match --public-key-hex-internal; using the private key")
+    return ServerSpec(opts.n_data, opts.batch_id, opts.server_id,
+                      keys.public_key_to_hex(opts.public_key_internal),
+                      keys.public_key_to_hex(opts.public_key_external),
+                      opts.prg_keying.value, keys.private_key_to_hex(key), seed.seed)
 
 
 def _server_command(func: Callable[..., None]) -> Callable[..., None]:
@@ -94,13 +97,12 @@ def _server_command(func: Callable[..., None]) -> Callable[..., None]:
     return func
 
 
-def _report(counts: jobs.Counts) -> None:
-    """The original's count line on stdout; reasons and skipped lines on stderr."""
-    click.echo(f"{counts.errors} errors out of {counts.total} total")
-    if counts.reasons:
-        click.echo("rejected: " + ", ".join(f"{r}: {n}" for r, n in sorted(counts.reasons.items())), err=True)
-    if counts.skipped:
-        click.echo(f"{counts.skipped} unusable lines in verification packet files", err=True)
+def _report(stage: str, label: str, counts: jobs.Counts) -> None:
+    """The original's count line on stdout; reasons and skipped lines on stderr, as `prio`."""
+    tally = adapter.tally_from_counts(stage, counts.total, counts.reasons, counts.skipped)
+    click.echo(tally.summary())
+    if tally.breakdown():
+        _warn(label, f"{stage} rejected {tally.breakdown()}")
 
 
 @contextlib.contextmanager
@@ -113,11 +115,47 @@ def _persisted(frame: DataFrame) -> Iterator[DataFrame]:
         frame.unpersist()
 
 
-def _finish(result: DataFrame, params: dict[str, Any]) -> jobs.Counts:
-    counts = jobs.counts(result)
-    if params["rejects"]:
-        jobs.write_rejects(result, params["rejects"])
-    return counts
+@contextlib.contextmanager
+def _stage_errors(label: str) -> Iterator[None]:
+    """Errors of a running stage as one line naming the server and batch, exit status 2."""
+    try:
+        yield
+    except (StorageError, InputError, SettingsMismatch) as exc:
+        raise ConfigError(f"{label}: {exc}") from None
+
+
+@contextlib.contextmanager
+def _rejects(rejects: str | None, stage: str, server_id: str | None, *outputs: str) -> Iterator[RejectSink]:
+    """The rejects list as `prio` writes it: one file (pipeline.runner.rejects_file), never in an output."""
+    with runner.rejects_sink(options.optional_location(rejects), stage, server_id,
+                             [location(out) for out in outputs]) as sink:
+        yield sink
+
+
+StageResult = Callable[[SparkSession, ServerSpec], DataFrame]
+
+
+def _run_server_stage(ctx: _Context, stage: str, params: dict[str, Any], plan: StageResult) -> None:
+    click.echo(f"Running {stage}")
+    opts = ServerOptions.from_params(params)
+    spec = _server_spec(params, opts)
+    with _stage_errors(opts.label), _rejects(params["rejects"], stage, opts.server_id,
+                                             params["output"]) as sink:
+        spark = ctx.session(stage)
+        with _persisted(plan(spark, spec)) as result:
+            counts = jobs.counts(result)
+            if counts.mismatch:
+                raise SettingsMismatch(counts.mismatch)
+            if stage == "aggregate":
+                total = adapter.merge_partials(spec, jobs.partials(result))
+                tally = adapter.tally_from_counts(stage, counts.total, counts.reasons)
+                jobs.write_one(spark, adapter.aggregate_row(spec, total, tally, counts.stamped),
+                               params["output"])
+            else:
+                jobs.write_records(spark, result, params["output"])
+            for entry in counts.listed:
+                sink(entry)
+    _report(stage, opts.label, counts)
 
 
 @entry_point.command()
@@ -126,21 +164,21 @@ def _finish(result: DataFrame, params: dict[str, Any]) -> jobs.Counts:
 @options.output_1
 @options.prg_keying
 @evaluation_point
-@rejects_option
+@options.rejects_option
 @click.pass_obj
 def verify1(ctx: _Context, **params: Any) -> None:
     """Decode a batch of shares
 
-    Decrypts and checks each client share of --input and writes this server's
-    verify1 packet for it, {"id", "payload"}, into --output.
+    Decrypts and checks each client share of --input and writes its record,
+    with this server's verify1 packet as payload, into --output.
     """
-    click.echo("Running verify1")
-    spec = _server_spec(params)
-    spark = ctx.session("verify1")
-    with _persisted(jobs.verify1(spark, spec, params["input_"])) as result:
-        counts = _finish(result, params)
-        jobs.write_records(result, params["output"])
-    _report(counts)
+    _run_server_stage(ctx, "verify1", params,
+                      lambda spark, spec: jobs.verify1(spark, spec, params["input_"]))
+
+
+def _joined_plan(stage: Callable[..., DataFrame], params: dict[str, Any]) -> StageResult:
+    return lambda spark, spec: stage(spark, spec, params["input_"], params["input_internal"],
+                                     params["input_external"])
 
 
 @entry_point.command()
@@ -150,22 +188,15 @@ def verify1(ctx: _Context, **params: Any) -> None:
 @options.output_1
 @options.prg_keying
 @evaluation_point
-@rejects_option
+@options.rejects_option
 @click.pass_obj
 def verify2(ctx: _Context, **params: Any) -> None:
     """Verify a batch of SNIPs
 
     Joins the shares of --input with both servers' verify1 packets by id and
-    writes this server's verify2 packet for each, {"id", "payload"}.
+    writes each share's record, with this server's verify2 packet as payload.
     """
-    click.echo("Running verify2")
-    spec = _server_spec(params)
-    spark = ctx.session("verify2")
-    plan = jobs.verify2(spark, spec, params["input_"], params["input_internal"], params["input_external"])
-    with _persisted(plan) as result:
-        counts = _finish(result, params)
-        jobs.write_records(result, params["output"])
-    _report(counts)
+    _run_server_stage(ctx, "verify2", params, _joined_plan(jobs.verify2, params))
 
 
 @entry_point.command()
@@ -174,24 +205,15 @@ def verify2(ctx: _Context, **params: Any) -> None:
 @options.input_2
 @options.output_1
 @options.prg_keying
-@rejects_option
+@options.rejects_option
 @click.pass_obj
 def aggregate(ctx: _Context, **params: Any) -> None:
     """Generate an aggregate share from a batch of verified SNIPs
 
     Adds up the data shares of every client whose proof both servers' verify2
-    packets accept; writes one line {"payload", "error", "total", ...} into --output.
+    packets accept; writes {"payload", "error", "total", ...} into --output.
     """
-    click.echo("Running aggregate")
-    spec = _server_spec(params)
-    spark = ctx.session("aggregate")
-    plan = jobs.aggregate(spark, spec, params["input_"], params["input_internal"], params["input_external"])
-    with _persisted(plan) as result:
-        counts = _finish(result, params)
-        total = adapter.merge_partials(spec, jobs.partials(result))
-    tally = adapter.tally_from_counts("aggregate", counts.total, counts.reasons)
-    jobs.write_one(spark, adapter.aggregate_row(spec, total, tally), AGGREGATE_SCHEMA, params["output"])
-    _report(counts)
+    _run_server_stage(ctx, "aggregate", params, _joined_plan(jobs.aggregate, params))
 
 
 @entry_point.command()
@@ -202,6 +224,7 @@ def aggregate(ctx: _Context, **params: Any) -> None:
 @options.public_key
 @options.input_2
 @options.output_1
+@options.rejects_option
 @click.option("--min-batch-size", type=click.IntRange(min=0), default=0, show_default=True,
               help="Refuse to publish totals of fewer valid clients than this "
                    "(a privacy floor; 0 turns it off).")
@@ -218,57 +241,61 @@ def publish(ctx: _Context, **params: Any) -> None:
     by the original, but not needed.
     """
     click.echo("Running publish")
-    pair = (params["public_key_hex_internal"], params["public_key_hex_external"])
-    names = ("--public-key-hex-internal", "--public-key-hex-external")
-    if params["server_id"] == "B":
-        pair, names = pair[::-1], names[::-1]
-    config = options.make_config(params["n_data"], params["batch_id"], pair[0], pair[1], names)
-    spark = ctx.session("publish")
-    internal = adapter.parse_lines(jobs.collect_lines(spark, params["input_internal"], "--input-internal"))
-    external = adapter.parse_lines(jobs.collect_lines(spark, params["input_external"], "--input-external"))
-    try:
-        record = adapter.publish_record(config, params["server_id"], internal, external,
-                                        params["min_batch_size"], params["prec"])
-    except stages.PublishError as exc:
-        raise click.ClickException(f"refusing to publish: {exc}") from None
-    jobs.write_one(spark, record, PUBLISH_SCHEMA, params["output"])
-    click.echo(f"{record['error']} errors out of {record['total']} total")
+    opts = ServerOptions.from_params(params)
+    # Publish refuses bad aggregates instead of rejecting records: its rejects list stays empty.
+    with _stage_errors(opts.label), _rejects(params["rejects"], "publish", opts.server_id, params["output"]):
+        spark = ctx.session("publish")
+        internal, external = (adapter.parse_lines(jobs.collect_lines(spark, params[f"input_{side}"],
+                                                                     f"--input-{side}"))
+                              for side in ("internal", "external"))
+        try:
+            record = stages.publish(opts.config, "AB".index(opts.server_id), internal, external,
+                                    params["min_batch_size"], params["prec"])
+        except PublishError as exc:
+            raise click.ClickException(f"{opts.label}: refusing to publish: {exc}") from None
+        jobs.write_one(spark, record, params["output"])
+    _warn(opts.label, f"published {record['total'] - record['error']} valid clients "
+                      f"({record['error']} errors out of {record['total']} total)")
 
 
-def _client_spec(n_data: int, batch_id: str, key_a: str, key_b: str, prg_keying: str) -> ClientSpec:
-    names = ("--public-key-hex-internal", "--public-key-hex-external")
-    options.make_config(n_data, batch_id, key_a, key_b, names)
-    return ClientSpec(n_data, batch_id, key_a, key_b, prg_keying)
+def _client_spec(n_data: int, batch_id: bytes, key_a: X25519PublicKey, key_b: X25519PublicKey,
+                 prg_keying: str) -> ClientSpec:
+    return ClientSpec(n_data, batch_id, keys.public_key_to_hex(key_a), keys.public_key_to_hex(key_b),
+                      prg_keying)
 
 
 @entry_point.command("encode-shares")
 @options.data_config
 @options.public_key
-@options.input_1
+@options.client_input
 @options.output_2
 @options.prg_keying
-@click.option("--prec", type=click.IntRange(1, 64), default=None,
-              help="Encode unsigned integers of this many bits (most significant first) instead of bits; "
-                   "--n-data is then the number of integers times --prec.")
-@rejects_option
+@options.prec_option
+@options.rejects_option
 @click.pass_obj
-def encode_shares(ctx: _Context, n_data: int, batch_id: str, public_key_hex_internal: str,
-                  public_key_hex_external: str, input_: str, output_a: str, output_b: str, prg_keying: str,
-                  prec: int | None, rejects: str | None) -> None:
-    """Encode client data into shares for servers A and B.
+def encode_shares(ctx: _Context, n_data: int, batch_id: bytes, public_key_hex_internal: X25519PublicKey,
+                  public_key_hex_external: X25519PublicKey, input_: str, output_a: str, output_b: str,
+                  prg_keying: str, prec: int | None, rejects: str | None) -> None:
+    """Encode plaintext client data into encrypted shares for servers A and B.
 
     Input lines are {"payload": [bits]} (or [integers] with --prec); each output
     line is {"id", "payload": base64 packet}, the same id for A and B.
     """
     click.echo("Running encode shares")
+    label = f"batch {batch_id.decode('utf-8', 'replace')}"
     spec = _client_spec(n_data, batch_id, public_key_hex_internal, public_key_hex_external, prg_keying)
-    spark = ctx.session("encode-shares")
-    # Shares are random: both outputs are written from one persisted computation.
-    with _persisted(jobs.encode(spark, spec, input_, prec)) as result:
-        counts = _finish(result, {"rejects": rejects})
-        jobs.write_shares(result, "a", output_a)
-        jobs.write_shares(result, "b", output_b)
-    _report(counts)
+    with _stage_errors(label), _rejects(rejects, "encode-shares", None, output_a, output_b) as sink:
+        spark = ctx.session("encode-shares")
+        # Shares are random: both outputs are written from one persisted computation.
+        with _persisted(jobs.encode(spark, spec, input_, prec)) as result:
+            counts = jobs.counts(result)
+            jobs.write_shares(result, "a", output_a)
+            jobs.write_shares(result, "b", output_b)
+            for entry in counts.listed:
+                sink(entry)
+    tally = adapter.tally_from_counts("encode-shares", counts.total, counts.reasons)
+    breakdown = f" ({tally.breakdown()})" if tally.breakdown() else ""
+    _warn(label, f"encode-shares: {tally.summary()}{breakdown}")
 
 
 @entry_point.command()
@@ -282,8 +309,8 @@ def encode_shares(ctx: _Context, n_data: int, batch_id: str, public_key_hex_inte
 @click.option("--partition-size-mb", type=click.IntRange(min=1), default=250, show_default=True,
               help="Target size of an output partition.")
 @click.pass_obj
-def generate(ctx: _Context, n_data: int, batch_id: str, public_key_hex_internal: str,
-             public_key_hex_external: str, output: str, prg_keying: str, n_rows: int, scale: int,
+def generate(ctx: _Context, n_data: int, batch_id: bytes, public_key_hex_internal: X25519PublicKey,
+             public_key_hex_external: X25519PublicKey, output: str, prg_keying: str, n_rows: int, scale: int,
              partition_size_mb: int) -> None:
     """Generate random client shares into <output>/server_id=a/ and server_id=b/."""
     spec = _client_spec(n_data, batch_id, public_key_hex_internal, public_key_hex_external, prg_keying)
@@ -306,9 +333,9 @@ def generate(ctx: _Context, n_data: int, batch_id: str, public_key_hex_internal:
               help="Number of batch_ids to drop (those that sort last).")
 @options.prg_keying
 @click.pass_obj
-def generate_integration(ctx: _Context, data_config: str, public_key_hex_internal: str,
-                         public_key_hex_external: str, output: str, n_rows: int, n_partitions: int,
-                         n_drop_batch: int, prg_keying: str) -> None:
+def generate_integration(ctx: _Context, data_config: str, public_key_hex_internal: X25519PublicKey,
+                         public_key_hex_external: X25519PublicKey, output: str, n_rows: int,
+                         n_partitions: int, n_drop_batch: int, prg_keying: str) -> None:
     """Generate test data from a configuration file (internal key = server A's, external = B's).
 
     Each kept batch gets n_rows - 1 clients with payload[i] = 1 if i % 3 == 0 or
@@ -316,10 +343,10 @@ def generate_integration(ctx: _Context, data_config: str, public_key_hex_interna
     gets n_rows clients. Writes <output>/server_id={a,b}/batch_id=<id>/.
     """
     try:
-        batches = integration.load_data_config(location(data_config))
+        batches = dataconfig.load(location(data_config))
     except StorageError as exc:
         raise ConfigError(str(exc)) from None
-    spec = _client_spec(1, "", public_key_hex_internal, public_key_hex_external, prg_keying)
+    spec = _client_spec(1, b"", public_key_hex_internal, public_key_hex_external, prg_keying)
     plan: list[tuple[IntegrationRow, int]] = []
     for batch in integration.kept_batches(batches, n_drop_batch):
         if n_rows > 1:

@@ -5,8 +5,9 @@ as `prio` would read it. Each line keeps its input position (file, split,
 row), which decides, as in `prio`, which of two records with the same id
 counts: records whose id occurs more than once are moved into one partition
 per id, in input order, before the stage runs. Verification packets are
-indexed by id Spark-side (the last one in input order wins) and joined to the
-shares, so the driver never holds an index.
+indexed by id Spark-side (the last one in input order wins, their settings
+stamps checked as `prio` checks them) and joined to the shares, so the driver
+never holds an index.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from pyspark.errors import AnalysisException
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from ..cli.options import ConfigError
+from ..cli.base import ConfigError
+from ..storage.records import dumps
 from . import adapter
 from .adapter import ClientSpec, IntegrationRow, ServerSpec
 
@@ -39,6 +41,10 @@ class Counts:
     total: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
     skipped: int = 0
+    mismatch: str | None = None  # what differs, when verification packets carry other settings
+    stamped: bool = False  # the verification packets carried settings stamps
+    # Rejected records and unusable lines, in a stable order: the driver writes them as one file.
+    listed: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def errors(self) -> int:
@@ -84,20 +90,23 @@ def _in_order_per_id(lines: DataFrame, rows: DataFrame) -> DataFrame:
     return unique.unionByName(repeated).drop("_repeated")
 
 
-def _packet_index(spark: SparkSession, path: str, option: str, prefix: str) -> tuple[DataFrame, DataFrame]:
-    """(key, <prefix>_payload, <prefix>_digest) of a verification packet input, and its skipped lines."""
+def _packet_index(spark: SparkSession, spec: ServerSpec, path: str, option: str, prefix: str,
+                  whose: str) -> tuple[DataFrame, DataFrame]:
+    """(key, <prefix>_payload, <prefix>_digest) of a verification packet input, and its other
+    result rows: listed unusable lines, their count, and what the settings stamps said."""
     lines = read_lines(spark, path, option).drop("key")
-    parsed = lines.mapInArrow(adapter.index_partition, adapter.INDEX_DDL)
+    parsed = lines.mapInArrow(partial(adapter.index_partition, spec, whose), adapter.INDEX_DDL)
     latest = F.max_by(F.struct("payload", "digest"), F.struct(*_POSITION))
     index = (parsed.where(F.col("kind") == "index").groupBy("key").agg(latest.alias("v"))
              .select("key", F.col("v.payload").alias(f"{prefix}_payload"),
                      F.col("v.digest").alias(f"{prefix}_digest")))
-    skipped = parsed.where(F.col("kind").isin("skip", "skipped")).select(
-        "kind", F.col("key").alias("id"), F.lit(None).cast("string").alias("payload"),
-        F.lit(None).cast("string").alias("digest"), "reason",
-        F.when(F.col("kind") == "skip", F.col("detail")).alias("detail"),
-        F.when(F.col("kind") == "skipped", F.col("detail").cast("long")).alias("count"))
-    return index, skipped
+    none = F.lit(None).cast("string")
+    side = parsed.where(F.col("kind").isin("listed", "skipped", "mismatch", "stamped")).select(
+        "kind", none.alias("line"), F.col("key").alias("id"), "reason",
+        F.when(F.col("kind") != "skipped", F.col("detail")).alias("detail"),
+        F.when(F.col("kind") == "skipped", F.col("detail").cast("long")).alias("count"),
+        none.alias("payload"))
+    return index, side
 
 
 def verify1(spark: SparkSession, spec: ServerSpec, input_path: str) -> DataFrame:
@@ -106,65 +115,97 @@ def verify1(spark: SparkSession, spec: ServerSpec, input_path: str) -> DataFrame
     return rows.mapInArrow(partial(adapter.verify1_partition, spec), adapter.RESULT_DDL)
 
 
-def _joined(spark: SparkSession, input_path: str, internal_path: str,
+def _joined(spark: SparkSession, spec: ServerSpec, previous: str, input_path: str, internal_path: str,
             external_path: str) -> tuple[DataFrame, list[DataFrame]]:
     lines = read_lines(spark, input_path, "--input")
-    internal, internal_skipped = _packet_index(spark, internal_path, "--input-internal", "internal")
-    external, external_skipped = _packet_index(spark, external_path, "--input-external", "external")
+    internal, internal_side = _packet_index(spark, spec, internal_path, "--input-internal", "internal",
+                                            f"this server's {previous}")
+    external, external_side = _packet_index(spark, spec, external_path, "--input-external", "external",
+                                            f"the partner's {previous}")
     joined = lines.join(internal, "key", "left").join(external, "key", "left")
-    return _in_order_per_id(lines, joined), [internal_skipped, external_skipped]
+    return _in_order_per_id(lines, joined), [internal_side, external_side]
 
 
 def verify2(spark: SparkSession, spec: ServerSpec, input_path: str, internal_path: str,
             external_path: str) -> DataFrame:
-    joined, skipped = _joined(spark, input_path, internal_path, external_path)
+    joined, side = _joined(spark, spec, "verify1", input_path, internal_path, external_path)
     result = joined.mapInArrow(partial(adapter.verify2_partition, spec), adapter.RESULT_DDL)
-    return result.unionByName(skipped[0]).unionByName(skipped[1])
+    return result.unionByName(side[0]).unionByName(side[1])
 
 
 def aggregate(spark: SparkSession, spec: ServerSpec, input_path: str, internal_path: str,
               external_path: str) -> DataFrame:
-    joined, skipped = _joined(spark, input_path, internal_path, external_path)
+    joined, side = _joined(spark, spec, "verify2", input_path, internal_path, external_path)
     result = joined.mapInArrow(partial(adapter.aggregate_partition, spec), adapter.RESULT_DDL)
-    return result.unionByName(skipped[0]).unionByName(skipped[1])
+    return result.unionByName(side[0]).unionByName(side[1])
 
 
 def counts(result: DataFrame) -> Counts:
-    """Totals, errors by reason and skipped lines of a (persisted) stage result: a few rows per partition."""
+    """Totals, errors by reason, skipped lines, settings and the listed rejects of a (persisted)
+    stage result, in one pass: a few rows per partition, and rejects, which are few."""
     found = Counts()
     reasons: Counter[str] = Counter()
-    summary = result.where(F.col("kind").isin("tally", "reason", "skipped")).select("kind", "reason", "count")
+    kinds = ("tally", "reason", "skipped", "mismatch", "stamped", "listed")
+    summary = result.where(F.col("kind").isin(*kinds)).select("kind", "id", "reason", "detail", "count")
+    listed = []
     for row in summary.collect():
         if row["kind"] == "tally":
             found.total += row["count"]
         elif row["kind"] == "reason":
             reasons[row["reason"]] += row["count"]
-        else:
+        elif row["kind"] == "skipped":
             found.skipped += row["count"]
+        elif row["kind"] == "mismatch":
+            found.mismatch = found.mismatch or row["detail"]
+        elif row["kind"] == "stamped":
+            found.stamped = True
+        else:
+            listed.append(row)
     found.reasons = dict(reasons)
+    found.listed = [_entry(row) for row in sorted(listed, key=_listing_order)]
     return found
 
 
-def write_json(frame: DataFrame, path: str, keep_nulls: bool = False) -> None:
+def _listing_order(row: Any) -> tuple[str, str, str]:
+    return row["id"] or "", row["reason"], row["detail"] or ""
+
+
+def _entry(row: Any) -> dict[str, Any]:
+    """{id, reason, detail} as `prio` lists a reject; never a payload."""
+    entry: dict[str, Any] = {"id": row["id"], "reason": row["reason"]}
+    if row["detail"]:
+        entry["detail"] = row["detail"]
+    return entry
+
+
+def write_json(frame: DataFrame, path: str) -> None:
     """A folder of JSON-lines part files with _SUCCESS, replacing what was there."""
-    (frame.write.mode("overwrite").option("compression", "none")
-     .option("ignoreNullFields", str(not keep_nulls).lower()).json(path))
+    frame.write.mode("overwrite").option("compression", "none").json(path)
 
 
-def write_records(result: DataFrame, path: str) -> None:
-    write_json(result.where(F.col("kind") == "record").select("id", "payload", "digest"), path)
+def write_lines(spark: SparkSession, frame: DataFrame, path: str) -> None:
+    """The `line` column (JSON lines as `prio` writes them) as a folder of part-*.json files with
+    _SUCCESS, replacing what was there."""
+    frame.select("line").write.mode("overwrite").option("compression", "none").text(path)
+    # Spark names text parts *.txt; they hold JSON lines, as the original's part files did.
+    context = spark.sparkContext
+    assert context._jvm is not None, "a driver-side session has a JVM"
+    jvm = context._jvm
+    folder = jvm.org.apache.hadoop.fs.Path(path)
+    fs = folder.getFileSystem(context._jsc.hadoopConfiguration())
+    for status in fs.listStatus(folder):
+        name = status.getPath().getName()
+        if name.startswith("part-") and name.endswith(".txt"):
+            fs.rename(status.getPath(), jvm.org.apache.hadoop.fs.Path(folder, name[:-4] + ".json"))
 
 
-def write_rejects(result: DataFrame, path: str) -> None:
-    """{id, reason, detail} of every rejected or skipped line, in one part file; never a payload."""
-    listed = result.where(F.col("kind").isin("reject", "skip")).select("id", "reason", "detail")
-    write_json(listed.coalesce(1), path, keep_nulls=True)
+def write_records(spark: SparkSession, result: DataFrame, path: str) -> None:
+    write_lines(spark, result.where(F.col("kind") == "record"), path)
 
 
-def write_one(spark: SparkSession, record: dict[str, Any], schema: str, path: str) -> None:
+def write_one(spark: SparkSession, record: dict[str, Any], path: str) -> None:
     """One record as a single part file (aggregate, publish)."""
-    names = [column.split()[0] for column in schema.split(",")]
-    write_json(spark.createDataFrame([tuple(record[n] for n in names)], schema).coalesce(1), path)
+    write_lines(spark, spark.createDataFrame([(dumps(record),)], "line string").coalesce(1), path)
 
 
 def partials(result: DataFrame) -> list[str]:

@@ -26,7 +26,9 @@ def _submitted() -> bool:
 
 def get_session(master: str | None, app_name: str) -> SparkSession:
     """The active session, or a new one on `master` (local[*] unless spark-submit chose one)."""
-    builder = SparkSession.builder.appName(app_name)
+    # No console progress bar: its carriage returns would run into the count line that
+    # bin/process reads from this command's output.
+    builder = SparkSession.builder.appName(app_name).config("spark.ui.showConsoleProgress", "false")
     if master is not None or not _submitted():
         builder = builder.master(master or DEFAULT_MASTER)
         # Local workers run this interpreter, which has this package installed.

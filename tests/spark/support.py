@@ -38,9 +38,8 @@ class Chain:
         return self.root / server / stage
 
     def rejects(self, server: str, stage: str) -> Path:
-        if self.spark_cli:
-            return self.root / server / f"rejects-{stage}"
-        return self.path(server, stage) / f"_rejects.{stage}.ndjson"
+        """The rejects file both tools write into the --rejects folder."""
+        return self.root / server / "rejects" / f"rejects-{stage}-{server}.ndjson"
 
     def common(self, server: str, stage: str) -> list[str]:
         own, peer = self.case.keys(server), self.case.keys("B" if server == "A" else "A")
@@ -54,8 +53,7 @@ class Chain:
 
     def run(self, stage: str, server: str, *args: str, expect: int = 0) -> Any:
         extra = ["--evaluation-point", "fixed"] if stage in ("verify1", "verify2") else []
-        if self.spark_cli and stage != "publish":
-            extra += ["--rejects", str(self.rejects(server, stage))]
+        extra += ["--rejects", str(self.root / server / "rejects")]
         result = self._runner.invoke(self._group, [stage, *self.common(server, stage), *args, *extra])
         assert result.exit_code == expect, (stage, server, result.output, result.exception)
         return result

@@ -1,4 +1,9 @@
-"""The two-server flow on a real Spark standalone cluster: a master and two workers on 127.0.0.1."""
+"""The two-server flow on a real Spark standalone cluster: a master and a worker on 127.0.0.1.
+
+Kept small (a few clients, one executor): what it shows is that executors in
+processes of their own run every stage of both servers, and spark-submit runs
+the entry file; the stages' results are checked in detail by the local tests.
+"""
 
 from __future__ import annotations
 
@@ -14,13 +19,14 @@ import pytest
 
 from prio_processor import integration
 from prio_processor.engine import keys
+from prio_processor.storage import location
 
 from .support import read_folder
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
 BATCH = integration.Batch("cluster-batch", 17)
-N_ROWS = 30
+N_ROWS = 8
 
 # Runs every stage of both servers in one driver process, as a scheduler would run commands one by one.
 DRIVER = """
@@ -47,7 +53,7 @@ def _spark_class() -> str:
 
 @pytest.fixture
 def cluster(tmp_path):
-    """spark://127.0.0.1:<port> with two one-core workers of 1 GiB; stopped whatever happens."""
+    """spark://127.0.0.1:<port> with one two-core worker of 1 GiB; stopped whatever happens."""
     port = _free_port()
     url = f"spark://127.0.0.1:{port}"
     env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "SPARK_DAEMON_MEMORY": "256m",
@@ -56,10 +62,9 @@ def cluster(tmp_path):
     logs.mkdir()
     commands = [[_spark_class(), "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
                  "--port", str(port), "--webui-port", str(_free_port())]]
-    for number in (1, 2):
-        commands.append([_spark_class(), "org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1",
-                         "--cores", "1", "--memory", "1g", "--webui-port", str(_free_port()),
-                         "--work-dir", str(tmp_path / f"work-{number}"), url])
+    commands.append([_spark_class(), "org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1",
+                     "--cores", "2", "--memory", "1g", "--webui-port", str(_free_port()),
+                     "--work-dir", str(tmp_path / "work-1"), url])
     processes: list[subprocess.Popen] = []
     try:
         for number, command in enumerate(commands):
@@ -67,7 +72,7 @@ def cluster(tmp_path):
                 processes.append(subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT))
         master_log = logs / "daemon-0.log"
         deadline = time.monotonic() + 120
-        while master_log.read_text(errors="replace").count("Registering worker") < 2:
+        while "Registering worker" not in master_log.read_text(errors="replace"):
             assert time.monotonic() < deadline, master_log.read_text(errors="replace")
             assert all(p.poll() is None for p in processes), "a Spark daemon exited early"
             time.sleep(0.5)
@@ -86,10 +91,10 @@ def cluster(tmp_path):
 def _conf_dir(tmp_path: Path) -> Path:
     folder = tmp_path / "conf"
     folder.mkdir()
-    settings = {"spark.executor.memory": "512m", "spark.executor.cores": "1", "spark.cores.max": "2",
+    settings = {"spark.executor.memory": "512m", "spark.executor.cores": "2", "spark.cores.max": "2",
                 "spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1",
                 "spark.ui.enabled": "false", "spark.ui.showConsoleProgress": "false",
-                "spark.sql.shuffle.partitions": "4"}
+                "spark.sql.shuffle.partitions": "2"}
     (folder / "spark-defaults.conf").write_text("".join(f"{k} {v}\n" for k, v in settings.items()))
     return folder
 
@@ -101,8 +106,6 @@ def test_two_servers_on_a_standalone_cluster(cluster, tmp_path):
                 "B": (keys.private_key_to_hex(private_b), keys.public_key_to_hex(public_b))}
     seed = tmp_path / "seed"
     seed.write_text("FjlvCaTrZk+jYcKuzKSt3w==")
-    config = tmp_path / "data-config.json"
-    config.write_text(json.dumps([{"batch_id": BATCH.batch_id, "n_data": BATCH.n_data}]))
     data, work = tmp_path / "data", tmp_path / "work"
 
     def server(stage: str, me: str) -> list[str]:
@@ -121,10 +124,10 @@ def test_two_servers_on_a_standalone_cluster(cluster, tmp_path):
                      "--input-external", str(work / peer / before)]
         return args
 
-    plan = [["--master", cluster, "generate-integration", "--data-config", str(config),
-             "--public-key-hex-internal", hex_keys["A"][1], "--public-key-hex-external", hex_keys["B"][1],
-             "--output", str(data), "--n-rows", str(N_ROWS), "--n-partitions", "2"]]
-    plan += [server(stage, me) for stage in ("verify1", "verify2", "aggregate") for me in "AB"]
+    # The clients' shares are made without Spark (generate-integration is tested locally).
+    integration.generate([BATCH], public_a, public_b, location(str(data / "server_id=a")),
+                         location(str(data / "server_id=b")), n_rows=N_ROWS)
+    plan = [server(stage, me) for stage in ("verify1", "verify2", "aggregate") for me in "AB"]
     plan.append(server("publish", "A"))
     (tmp_path / "plan.json").write_text(json.dumps(plan))
     env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_PYTHON": sys.executable,
@@ -135,7 +138,7 @@ def test_two_servers_on_a_standalone_cluster(cluster, tmp_path):
     print("\n".join(line for line in driver.stderr.splitlines() if " took " in line))
     counts = [line for line in driver.stdout.splitlines() if "errors out of" in line]
     # B's share of the client encoded with n_data + 1 is only a seed: B finds it out at verify2.
-    expected_counts = [f"{n} errors out of {N_ROWS} total" for n in (1, 0, 1, 1, 1, 1, 1)]
+    expected_counts = [f"{n} errors out of {N_ROWS} total" for n in (1, 0, 1, 1, 1, 1)]
     assert counts == expected_counts, driver.stdout
 
     # The entry file for spark-submit: server B publishes.
@@ -147,12 +150,12 @@ def test_two_servers_on_a_standalone_cluster(cluster, tmp_path):
                             env={**env, "PYSPARK_DRIVER_PYTHON": sys.executable},
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.splitlines()[-2:] == ["Running publish", "1 errors out of 30 total"]
+    # spark-submit passes on the Python driver's stderr on its stdout.
+    assert "Running publish" in result.stdout.splitlines()
+    assert f"published {N_ROWS - 1} valid clients (1 errors out of {N_ROWS} total)" in result.stdout
 
     expected = integration.expected_counts(BATCH, N_ROWS)
     for me in "AB":
         [published] = read_folder(work / me / "publish")
         assert published["payload"] == expected
         assert (published["error"], published["total"]) == (1, N_ROWS)
-    shares = read_folder(data / "server_id=a" / "batch_id=bad-id")
-    assert len(shares) == N_ROWS

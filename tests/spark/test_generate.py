@@ -52,10 +52,12 @@ def test_encode_shares_and_generate(spark, tmp_path):
         "--output-A", str(tmp_path / "a"), "--output-B", str(tmp_path / "b"),
         "--rejects", str(tmp_path / "r")])
     assert result.exit_code == 0, result.output
-    assert result.stdout.splitlines() == ["Running encode shares", "2 errors out of 8 total"]
+    assert result.stdout.splitlines() == ["Running encode shares"]
+    assert "batch enc: encode-shares: 2 errors out of 8 total (bad_json: 1, wrong_length: 1)" in result.stderr
     shares_a, shares_b = read_folder(tmp_path / "a"), read_folder(tmp_path / "b")
     assert len(shares_a) == 6 and {r["id"] for r in shares_a} == {r["id"] for r in shares_b}
-    assert sorted(r["reason"] for r in read_folder(tmp_path / "r")) == ["bad_json", "wrong_length"]
+    rejects = tmp_path / "r" / "rejects-encode-shares.ndjson"
+    assert sorted(r["reason"] for r in read_folder(rejects)) == ["bad_json", "wrong_length"]
     for server, shares in (("A", tmp_path / "a"), ("B", tmp_path / "b")):
         line = _prio_verify1(pair, server, seed, shares, tmp_path / f"v-{server}", 8, "enc")
         assert line == "0 errors out of 6 total"
@@ -92,7 +94,7 @@ def test_secrets_stay_out_of_spark_plans(spark, tmp_path):
     pair, seed = _pair(), os.urandom(16)
     shares = tmp_path / "shares.json"
     shares.write_text('{"id": "x", "payload": "AAAA"}\n')
-    spec = ServerSpec(8, "b", "A", pair["A"][1], pair["B"][1], "hashed", pair["A"][0], seed)
+    spec = ServerSpec(8, b"b", "A", pair["A"][1], pair["B"][1], "hashed", pair["A"][0], seed)
     plan = jobs.verify1(spark, spec, str(shares))._jdf.queryExecution().toString()
     assert "verify1_partition" in plan or "MapInArrow" in plan
     for secret in (pair["A"][0], pair["A"][0].lower(), base64.b64encode(seed).decode(), seed.hex()):

@@ -101,3 +101,24 @@ def test_missing_and_unusable_verification_packets_are_counted(spark, tmp_path):
     assert reference.exit_code == 0, reference.output
     assert payloads(tmp_path / "v2") == payloads(tmp_path / "prio")
     shutil.rmtree(damaged)
+
+
+def test_packets_of_other_settings_exit_2_naming_what_differs_as_prio(spark, tmp_path):
+    case = next(c for c in cases() if c.name == "prg-hashed/e_fixed_point")
+    ours = Chain(case, tmp_path / "spark", spark_cli=True)
+    reference = Chain(case, tmp_path / "prio", spark_cli=False)
+    reference.stage("verify1", "A")
+    # The partner's verify1 packets, made with the sequential schedule.
+    sequential = tmp_path / "B-verify1-sequential"
+    made = CliRunner().invoke(prio_cli, ["verify1", *reference.common("B", "verify1"),
+                                         "--input", str(case.raw_path("B")), "--output", str(sequential),
+                                         "--evaluation-point", "sequential"])
+    assert made.exit_code == 0, made.output
+    inputs = ["--input", str(case.raw_path("A")), "--input-internal", str(reference.path("A", "verify1")),
+              "--input-external", str(sequential)]
+    mine = ours.run("verify2", "A", *inputs, "--output", str(tmp_path / "v2-spark"), expect=2)
+    theirs = reference.run("verify2", "A", *inputs, "--output", str(tmp_path / "v2-prio"), expect=2)
+    differs = "--evaluation-point differs: fixed here, sequential in the partner's verify1 records"
+    assert differs in mine.stderr
+    assert mine.stderr.splitlines()[-1] == theirs.stderr.splitlines()[-1]
+    assert not (tmp_path / "v2-spark").exists()
