@@ -347,6 +347,7 @@ def test_batch_ids_never_leave_the_buckets(tmp_path, batch_id):
         ("SHARED_SECRET", "c2hvcnQ=", "SHARED_SECRET must be 16 bytes in base64"),
         ("ENGINE", "spark2", "ENGINE must be one of: cli"),
         ("RETRY_DELAY", "soon", "RETRY_DELAY must be a number"),
+        ("WORKERS", "0", "WORKERS must be a whole number of processes, 1 or more"),
         ("SUBMISSION_DATE", "../..", "SUBMISSION_DATE must be a date"),
     ],
 )
