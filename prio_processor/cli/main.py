@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 import click
 
@@ -39,37 +40,46 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 class LazyGroup(click.Group):
-    """A group whose commands live in modules imported on first use."""
+    """A group whose commands live in modules imported on first use.
+
+    `lazy_commands` maps a command name to ("module:attribute", one-line help); the
+    help is shown by the group's --help without importing anything.
+    """
+
+    def __init__(self, *args: Any, lazy_commands: dict[str, tuple[str, str]], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy_commands = lazy_commands
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(set(COMMANDS) | set(self.commands))
+        return sorted(set(self.lazy_commands) | set(self.commands))
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name in self.commands:
             return self.commands[cmd_name]
-        if cmd_name not in COMMANDS:
+        if cmd_name not in self.lazy_commands:
             return None
-        module_name, attribute = COMMANDS[cmd_name][0].split(":")
+        module_name, attribute = self.lazy_commands[cmd_name][0].split(":")
         command = getattr(importlib.import_module(module_name), attribute)
         self.commands[cmd_name] = command
         return command
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        """The command list from COMMANDS, without importing the commands."""
-        rows = [(name, COMMANDS[name][1]) for name in self.list_commands(ctx) if name in COMMANDS]
+        """The command list from `lazy_commands`, without importing the commands."""
+        rows = [(name, self.lazy_commands[name][1]) for name in self.list_commands(ctx)
+                if name in self.lazy_commands]
         if rows:
             with formatter.section("Commands"):
                 formatter.write_dl(rows)
 
 
-def _version() -> str:
+def package_version() -> str:
     try:
         return version("prio-processor")
     except PackageNotFoundError:  # running from a source tree
         return "unknown"
 
 
-@click.group(cls=LazyGroup)
-@click.version_option(_version(), "--version", prog_name="prio", message="%(prog)s %(version)s")
+@click.group(cls=LazyGroup, lazy_commands=COMMANDS)
+@click.version_option(package_version(), "--version", prog_name="prio", message="%(prog)s %(version)s")
 def entry_point() -> None:
     """Prio servers' batch stages: verify client shares, aggregate, publish."""
