@@ -1,4 +1,4 @@
-"""The two-server flow on a real Spark standalone cluster: a master and a worker on 127.0.0.1.
+"""The two-server flow on a real Spark standalone cluster: a master and two workers on 127.0.0.1.
 
 Kept small (a few clients, one executor): what it shows is that executors in
 processes of their own run every stage of both servers, and spark-submit runs
@@ -53,7 +53,8 @@ def _spark_class() -> str:
 
 @pytest.fixture
 def cluster(tmp_path):
-    """spark://127.0.0.1:<port> with one two-core worker of 1 GiB; stopped whatever happens."""
+    """(spark://127.0.0.1:<port>, the workers' work folders): two one-core workers of 768 MiB;
+    stopped whatever happens."""
     port = _free_port()
     url = f"spark://127.0.0.1:{port}"
     env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "SPARK_DAEMON_MEMORY": "256m",
@@ -62,9 +63,11 @@ def cluster(tmp_path):
     logs.mkdir()
     commands = [[_spark_class(), "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
                  "--port", str(port), "--webui-port", str(_free_port())]]
-    commands.append([_spark_class(), "org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1",
-                     "--cores", "2", "--memory", "1g", "--webui-port", str(_free_port()),
-                     "--work-dir", str(tmp_path / "work-1"), url])
+    work_dirs = [tmp_path / f"work-{number}" for number in (1, 2)]
+    for work_dir in work_dirs:
+        commands.append([_spark_class(), "org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1",
+                         "--cores", "1", "--memory", "768m", "--webui-port", str(_free_port()),
+                         "--work-dir", str(work_dir), url])
     processes: list[subprocess.Popen] = []
     try:
         for number, command in enumerate(commands):
@@ -72,11 +75,11 @@ def cluster(tmp_path):
                 processes.append(subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT))
         master_log = logs / "daemon-0.log"
         deadline = time.monotonic() + 120
-        while "Registering worker" not in master_log.read_text(errors="replace"):
+        while master_log.read_text(errors="replace").count("Registering worker") < len(work_dirs):
             assert time.monotonic() < deadline, master_log.read_text(errors="replace")
             assert all(p.poll() is None for p in processes), "a Spark daemon exited early"
             time.sleep(0.5)
-        yield url
+        yield url, work_dirs
     finally:
         for process in reversed(processes):
             process.terminate()
@@ -91,7 +94,7 @@ def cluster(tmp_path):
 def _conf_dir(tmp_path: Path) -> Path:
     folder = tmp_path / "conf"
     folder.mkdir()
-    settings = {"spark.executor.memory": "512m", "spark.executor.cores": "2", "spark.cores.max": "2",
+    settings = {"spark.executor.memory": "512m", "spark.executor.cores": "1", "spark.cores.max": "2",
                 "spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1",
                 "spark.ui.enabled": "false", "spark.ui.showConsoleProgress": "false",
                 "spark.sql.shuffle.partitions": "2"}
@@ -100,6 +103,7 @@ def _conf_dir(tmp_path: Path) -> Path:
 
 
 def test_two_servers_on_a_standalone_cluster(cluster, tmp_path):
+    cluster, work_dirs = cluster
     private_a, public_a = keys.generate_keypair()
     private_b, public_b = keys.generate_keypair()
     hex_keys = {"A": (keys.private_key_to_hex(private_a), keys.public_key_to_hex(public_a)),
@@ -159,3 +163,5 @@ def test_two_servers_on_a_standalone_cluster(cluster, tmp_path):
         [published] = read_folder(work / me / "publish")
         assert published["payload"] == expected
         assert (published["error"], published["total"]) == (1, N_ROWS)
+    # Both workers ran executors of the applications (each keeps a folder per application).
+    assert all(any(work_dir.iterdir()) for work_dir in work_dirs), [list(d.iterdir()) for d in work_dirs]
