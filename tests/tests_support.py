@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 from prio_processor.engine import keys
 from prio_processor.engine.config import Config
@@ -12,6 +13,18 @@ from prio_processor.pipeline.index import PacketIndex
 from prio_processor.pipeline.tally import Tally
 
 from vectors import Case, read_payloads
+
+PEER = {"A": "B", "B": "A"}
+# Each server stage and the stage whose packets it joins.
+VERIFY_CHAIN = (("verify1", None), ("verify2", "verify1"), ("aggregate", "verify2"))
+
+
+def run_verify_chain(step: Callable[[str, str, str | None], None]) -> None:
+    """Both servers through verify1, verify2 and aggregate in the order the servers run
+    them (a stage of both before the next): `step(stage, server, previous stage or None)`."""
+    for stage, previous in VERIFY_CHAIN:
+        for server in PEER:
+            step(stage, server, previous)
 
 
 class Pair:

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from runner import RUNNERS
+from tests_support import PEER, run_verify_chain
 from vectors import Case, full_chain_cases, read_payloads
 
-PEER = {"A": "B", "B": "A"}
 CASES = [(c, s) for c in full_chain_cases() for s in c.schedules]
 # A real process per command takes seconds, so only these cases also run as subprocesses:
 # between them both PRG keyings, both schedules and rejected records. The in-process runner
@@ -43,22 +43,23 @@ def server_env(case: Case, server: str, schedule: str) -> dict[str, str]:
 def run_chain(run, case: Case, schedule: str, work: Path) -> dict[str, Path]:
     """Both servers through every stage; returns the working folder of each server."""
     folders = {s: work / f"server_{s.lower()}" for s in PEER}
-    for stage, inputs in (("verify1", None), ("verify2", "verify1"), ("aggregate", "verify2")):
-        for s in PEER:
-            args = [stage, "--input", str(case.raw_path(s)), "--output", str(folders[s] / "internal" / stage)]
-            if inputs:
-                args += [
-                    "--input-internal",
-                    str(folders[s] / "internal" / inputs / "data.ndjson"),
-                    "--input-external",
-                    str(folders[PEER[s]] / "internal" / inputs / "data.ndjson"),
-                ]
-            env = server_env(case, s, schedule)
-            if stage == "aggregate":
-                env.pop("EVALUATION_POINT")
-            result = run(args, env)
-            assert result.exit_code == 0, result.output
-            assert result.stdout.startswith(f"Running {stage}\n")
+    def step(stage: str, s: str, inputs: str | None) -> None:
+        args = [stage, "--input", str(case.raw_path(s)), "--output", str(folders[s] / "internal" / stage)]
+        if inputs:
+            args += [
+                "--input-internal",
+                str(folders[s] / "internal" / inputs / "data.ndjson"),
+                "--input-external",
+                str(folders[PEER[s]] / "internal" / inputs / "data.ndjson"),
+            ]
+        env = server_env(case, s, schedule)
+        if stage == "aggregate":
+            env.pop("EVALUATION_POINT")
+        result = run(args, env)
+        assert result.exit_code == 0, result.output
+        assert result.stdout.startswith(f"Running {stage}\n")
+
+    run_verify_chain(step)
     for s in PEER:
         env = {
             k: v

@@ -10,10 +10,9 @@ from prio_processor.engine.server import Schedule
 from prio_processor.pipeline import stages
 from prio_processor.pipeline.tally import Tally
 
-from tests_support import vector_server
+from tests_support import PEER, run_verify_chain, vector_server
 from vectors import VECTORS, Case, full_chain_cases, read_payloads
 
-PEER = {"A": "B", "B": "A"}
 CHAIN_CASES = [(c, s) for c in full_chain_cases() for s in c.schedules]
 
 
@@ -30,31 +29,23 @@ def run_chain(case: Case, schedule: Schedule) -> tuple[dict, dict, dict]:
     servers = {s: vector_server(case, s) for s in PEER}
     outputs: dict[tuple[str, str], list[dict]] = {}
     tallies: dict[tuple[str, str], Tally] = {}
-    for s in PEER:
-        outputs["verify1", s], tallies["verify1", s] = [], Tally("verify1")
-        stages.verify1(servers[s], schedule, case.raw(s), outputs["verify1", s].append, tallies["verify1", s])
-    for s in PEER:
-        outputs["verify2", s], tallies["verify2", s] = [], Tally("verify2")
-        stages.verify2(
-            servers[s],
-            schedule,
-            case.raw(s),
-            _index(outputs["verify1", s]),
-            _index(outputs["verify1", PEER[s]]),
-            outputs["verify2", s].append,
-            tallies["verify2", s],
-        )
     aggregates = {}
-    for s in PEER:
-        tallies["aggregate", s] = Tally("aggregate")
-        total = stages.aggregate(
-            servers[s],
-            case.raw(s),
-            _index(outputs["verify2", s]),
-            _index(outputs["verify2", PEER[s]]),
-            tallies["aggregate", s],
-        )
-        aggregates[s] = stages.aggregate_record(servers[s], total, tallies["aggregate", s])
+
+    def step(stage: str, s: str, previous: str | None) -> None:
+        tally = tallies[stage, s] = Tally(stage)
+        if previous is None:
+            outputs[stage, s] = []
+            stages.verify1(servers[s], schedule, case.raw(s), outputs[stage, s].append, tally)
+            return
+        own, peer = _index(outputs[previous, s]), _index(outputs[previous, PEER[s]])
+        if stage == "verify2":
+            outputs[stage, s] = []
+            stages.verify2(servers[s], schedule, case.raw(s), own, peer, outputs[stage, s].append, tally)
+        else:
+            total = stages.aggregate(servers[s], case.raw(s), own, peer, tally)
+            aggregates[s] = stages.aggregate_record(servers[s], total, tally)
+
+    run_verify_chain(step)
     return outputs, tallies, aggregates
 
 

@@ -20,11 +20,9 @@ from prio_processor.pipeline import runner
 from prio_processor.pipeline.workers import WorkerError, WorkerPool
 from prio_processor.storage import location
 
-from tests_support import Pair, vector_server
+from tests_support import PEER, Pair, run_verify_chain, vector_server
 from vectors import Case, full_chain_cases
 
-PEER = {"A": "B", "B": "A"}
-STAGES = (("verify1", None), ("verify2", "verify1"), ("aggregate", "verify2"))
 CASES = {c.name: c for c in full_chain_cases()}
 WORKER_COUNTS = (1, 2, 3)
 
@@ -43,22 +41,21 @@ def _chain(
     servers: dict, raw: dict[str, Path], out: Path, schedule: Schedule, workers: int
 ) -> dict[str, bytes]:
     """Every server stage for both servers; every file written, by relative path."""
-    for stage, prev in STAGES:
-        for s in PEER:
-            inputs = runner.Inputs(location(raw[s]))
-            if prev:
-                inputs = runner.Inputs(
-                    location(raw[s]), location(out / s / prev), location(out / PEER[s] / prev)
-                )
-            runner.run_stage(
-                stage,
-                servers[s],
-                inputs,
-                location(out / s / stage),
-                location(out / "rejects" / s),
-                schedule=schedule,
-                workers=workers,
-            )
+    def step(stage: str, s: str, prev: str | None) -> None:
+        inputs = runner.Inputs(location(raw[s]))
+        if prev:
+            inputs = runner.Inputs(location(raw[s]), location(out / s / prev), location(out / PEER[s] / prev))
+        runner.run_stage(
+            stage,
+            servers[s],
+            inputs,
+            location(out / s / stage),
+            location(out / "rejects" / s),
+            schedule=schedule,
+            workers=workers,
+        )
+
+    run_verify_chain(step)
     return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
 
 
