@@ -48,7 +48,8 @@ _SETTINGS_CAUSE = (
 )
 
 
-def _warn(label: str, message: str) -> None:
+def warn(label: str, message: str) -> None:
+    """A stderr line naming the server and batch (stdout keeps the original's lines)."""
     click.echo(f"{label}: {message}", err=True)
 
 
@@ -84,7 +85,7 @@ class _Progress:
 
 
 @contextlib.contextmanager
-def _stage_errors(label: str) -> Iterator[None]:
+def stage_errors(label: str) -> Iterator[None]:
     """Errors of a running stage as one line naming the server and batch, exit status 2."""
     try:
         yield
@@ -92,16 +93,16 @@ def _stage_errors(label: str) -> Iterator[None]:
         raise ConfigError(f"{label}: {exc}") from None
 
 
-def _report(stage: str, label: str, tally: Tally) -> None:
+def report(stage: str, label: str, tally: Tally) -> None:
     """The original's count line on stdout; reasons and hints on stderr."""
     click.echo(tally.summary())
     breakdown = tally.breakdown()
     if breakdown:
-        _warn(label, f"{stage} rejected {breakdown}")
+        warn(label, f"{stage} rejected {breakdown}")
     if tally.total and tally.errors > _SUSPICIOUS_SHARE * tally.total:
         top = tally.reasons.most_common(1)[0][0]
         cause = _LIKELY_CAUSES.get(top, _SETTINGS_CAUSE)
-        _warn(
+        warn(
             label,
             f"more than half of the batch failed {stage} ({tally.errors} of {tally.total}, mostly {top}): "
             f"{cause}",
@@ -116,12 +117,12 @@ def _server(params: dict[str, Any], opts: ServerOptions) -> Server:
         params["shared_secret"], params["shared_secret_file"], ("--shared-secret", "--shared-secret-file")
     )
     if seed.given_bytes > SEED_BYTES:
-        _warn(
+        warn(
             opts.label,
             f"the shared secret has {seed.given_bytes} bytes; using its first {SEED_BYTES}, as libprio does",
         )
     if keys.public_key_bytes(key.public_key()) != keys.public_key_bytes(opts.public_key_internal):
-        _warn(opts.label, "the private key does not match --public-key-hex-internal; using the private key")
+        warn(opts.label, "the private key does not match --public-key-hex-internal; using the private key")
     return Server(opts.config, opts.server_id, key, seed.seed, opts.prg_keying)
 
 
@@ -180,7 +181,7 @@ def encode_shares(**params: Any) -> None:
     )
     label = f"batch {params['batch_id'].decode('utf-8', 'replace')}"
     client = Client(config, PrgKeying(params["prg_keying"]))
-    with _stage_errors(label), _Progress("encode-shares", label) as progress:
+    with stage_errors(label), _Progress("encode-shares", label) as progress:
         tally, _ = runner.run_stage(
             "encode-shares",
             client,
@@ -191,7 +192,7 @@ def encode_shares(**params: Any) -> None:
             prec=params["prec"],
             progress=progress,
         )
-    _warn(
+    warn(
         label, f"encode-shares: {tally.summary()}" + (f" ({tally.breakdown()})" if tally.breakdown() else "")
     )
 
@@ -201,7 +202,7 @@ def _run_server_stage(stage: str, params: dict[str, Any], inputs: runner.Inputs)
     opts = ServerOptions.from_params(params)
     server = _server(params, opts)
     schedule = Schedule(params.get("evaluation_point") or Schedule.SEQUENTIAL)
-    with _stage_errors(opts.label), _Progress(stage, opts.label) as progress:
+    with stage_errors(opts.label), _Progress(stage, opts.label) as progress:
         tally, _ = runner.run_stage(
             stage,
             server,
@@ -212,7 +213,7 @@ def _run_server_stage(stage: str, params: dict[str, Any], inputs: runner.Inputs)
             progress=progress,
             workers=params.get("workers") or default_workers(),
         )
-    _report(stage, opts.label, tally)
+    report(stage, opts.label, tally)
 
 
 def _joined_inputs(params: dict[str, Any]) -> runner.Inputs:
@@ -305,7 +306,7 @@ def publish(**params: Any) -> None:
     """
     click.echo("Running publish")
     opts = ServerOptions.from_params(params)
-    with _stage_errors(opts.label):
+    with stage_errors(opts.label):
         try:
             _, record = runner.run_stage(
                 "publish",
@@ -321,7 +322,7 @@ def publish(**params: Any) -> None:
         except PublishError as exc:
             raise click.ClickException(f"{opts.label}: refusing to publish: {exc}") from None
     assert record is not None
-    _warn(
+    warn(
         opts.label,
         f"published {record['total'] - record['error']} valid clients "
         f"({record['error']} errors out of {record['total']} total)",

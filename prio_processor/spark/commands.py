@@ -25,12 +25,13 @@ from pyspark.sql import DataFrame, SparkSession
 from .. import dataconfig, integration
 from ..cli import options
 from ..cli.base import ConfigError
+from ..cli.commands import report, stage_errors, warn
 from ..cli.options import ServerOptions
 from ..engine import keys
 from ..engine.prg import SEED_BYTES
 from ..engine.server import Schedule
 from ..pipeline import runner, stages
-from ..pipeline.errors import InputError, PublishError, SettingsMismatch
+from ..pipeline.errors import PublishError, SettingsMismatch
 from ..pipeline.tally import RejectSink
 from ..storage import StorageError, location
 from . import adapter, jobs
@@ -66,10 +67,6 @@ def entry_point(ctx: click.Context, master: str | None) -> None:
     ctx.obj = _Context(master)
 
 
-def _warn(label: str, message: str) -> None:
-    click.echo(f"{label}: {message}", err=True)
-
-
 def _server_spec(params: dict[str, Any], opts: ServerOptions) -> ServerSpec:
     """This server's configuration, checked on the driver (bad values exit 2), as `prio` checks it."""
     if params.get("evaluation_point", SCHEDULE.value) != SCHEDULE.value:
@@ -79,11 +76,11 @@ def _server_spec(params: dict[str, Any], opts: ServerOptions) -> ServerSpec:
     seed = options.one_secret(
         params["shared_secret"], params["shared_secret_file"], ("--shared-secret", "--shared-secret-file"))
     if seed.given_bytes > SEED_BYTES:
-        _warn(opts.label,
+        warn(opts.label,
               f"the shared secret has {seed.given_bytes} bytes; "
               f"using its first {SEED_BYTES}, as libprio does")
     if keys.public_key_bytes(key.public_key()) != keys.public_key_bytes(opts.public_key_internal):
-        _warn(opts.label, "the private key does not match --public-key-hex-internal; using the private key")
+        warn(opts.label, "the private key does not match --public-key-hex-internal; using the private key")
     return ServerSpec(opts.n_data, opts.batch_id, opts.server_id,
                       keys.public_key_to_hex(opts.public_key_internal),
                       keys.public_key_to_hex(opts.public_key_external),
@@ -98,11 +95,8 @@ def _server_command(func: Callable[..., None]) -> Callable[..., None]:
 
 
 def _report(stage: str, label: str, counts: jobs.Counts) -> None:
-    """The original's count line on stdout; reasons and skipped lines on stderr, as `prio`."""
-    tally = adapter.tally_from_counts(stage, counts.total, counts.reasons, counts.skipped)
-    click.echo(tally.summary())
-    if tally.breakdown():
-        _warn(label, f"{stage} rejected {tally.breakdown()}")
+    """The original's count line on stdout; reasons and hints on stderr, as `prio`."""
+    report(stage, label, adapter.tally_from_counts(stage, counts.total, counts.reasons, counts.skipped))
 
 
 @contextlib.contextmanager
@@ -113,15 +107,6 @@ def _persisted(frame: DataFrame) -> Iterator[DataFrame]:
         yield frame
     finally:
         frame.unpersist()
-
-
-@contextlib.contextmanager
-def _stage_errors(label: str) -> Iterator[None]:
-    """Errors of a running stage as one line naming the server and batch, exit status 2."""
-    try:
-        yield
-    except (StorageError, InputError, SettingsMismatch) as exc:
-        raise ConfigError(f"{label}: {exc}") from None
 
 
 @contextlib.contextmanager
@@ -139,7 +124,7 @@ def _run_server_stage(ctx: _Context, stage: str, params: dict[str, Any], plan: S
     click.echo(f"Running {stage}")
     opts = ServerOptions.from_params(params)
     spec = _server_spec(params, opts)
-    with _stage_errors(opts.label), _rejects(params["rejects"], stage, opts.server_id,
+    with stage_errors(opts.label), _rejects(params["rejects"], stage, opts.server_id,
                                              params["output"]) as sink:
         spark = ctx.session(stage)
         with _persisted(plan(spark, spec)) as result:
@@ -243,7 +228,7 @@ def publish(ctx: _Context, **params: Any) -> None:
     click.echo("Running publish")
     opts = ServerOptions.from_params(params)
     # Publish refuses bad aggregates instead of rejecting records: its rejects list stays empty.
-    with _stage_errors(opts.label), _rejects(params["rejects"], "publish", opts.server_id, params["output"]):
+    with stage_errors(opts.label), _rejects(params["rejects"], "publish", opts.server_id, params["output"]):
         spark = ctx.session("publish")
         internal, external = (adapter.parse_lines(jobs.collect_lines(spark, params[f"input_{side}"],
                                                                      f"--input-{side}"))
@@ -254,7 +239,7 @@ def publish(ctx: _Context, **params: Any) -> None:
         except PublishError as exc:
             raise click.ClickException(f"{opts.label}: refusing to publish: {exc}") from None
         jobs.write_one(spark, record, params["output"])
-    _warn(opts.label, f"published {record['total'] - record['error']} valid clients "
+    warn(opts.label, f"published {record['total'] - record['error']} valid clients "
                       f"({record['error']} errors out of {record['total']} total)")
 
 
@@ -284,7 +269,7 @@ def encode_shares(ctx: _Context, n_data: int, batch_id: bytes, public_key_hex_in
     click.echo("Running encode shares")
     label = f"batch {batch_id.decode('utf-8', 'replace')}"
     spec = _client_spec(n_data, batch_id, public_key_hex_internal, public_key_hex_external, prg_keying)
-    with _stage_errors(label), _rejects(rejects, "encode-shares", None, output_a, output_b) as sink:
+    with stage_errors(label), _rejects(rejects, "encode-shares", None, output_a, output_b) as sink:
         spark = ctx.session("encode-shares")
         # Shares are random: both outputs are written from one persisted computation.
         with _persisted(jobs.encode(spark, spec, input_, prec)) as result:
@@ -295,7 +280,7 @@ def encode_shares(ctx: _Context, n_data: int, batch_id: bytes, public_key_hex_in
                 sink(entry)
     tally = adapter.tally_from_counts("encode-shares", counts.total, counts.reasons)
     breakdown = f" ({tally.breakdown()})" if tally.breakdown() else ""
-    _warn(label, f"encode-shares: {tally.summary()}{breakdown}")
+    warn(label, f"encode-shares: {tally.summary()}{breakdown}")
 
 
 @entry_point.command()
