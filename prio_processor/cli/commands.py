@@ -212,6 +212,8 @@ def _run_server_stage(stage: str, params: dict[str, Any], inputs: runner.Inputs)
             schedule=schedule,
             progress=progress,
             workers=params.get("workers") or default_workers(),
+            cache=options.optional_location(params.get("cache")),
+            notice=lambda message: warn(opts.label, f"{stage}: {message}"),
         )
     report(stage, opts.label, tally)
 
@@ -230,6 +232,7 @@ def _joined_inputs(params: dict[str, Any]) -> runner.Inputs:
 @options.evaluation_point
 @options.rejects_option
 @options.workers_option
+@options.cache_option
 def verify1(**params: Any) -> None:
     """Decode a batch of shares
 
@@ -248,6 +251,7 @@ def verify1(**params: Any) -> None:
 @options.evaluation_point
 @options.rejects_option
 @options.workers_option
+@options.cache_option
 def verify2(**params: Any) -> None:
     """Verify a batch of SNIPs
 
@@ -265,6 +269,7 @@ def verify2(**params: Any) -> None:
 @options.prg_keying
 @options.rejects_option
 @options.workers_option
+@options.cache_option
 def aggregate(**params: Any) -> None:
     """Generate an aggregate share from a batch of verified SNIPs
 

@@ -368,6 +368,18 @@ workers_option = click.option(
     "use). Outputs are the same for any number; two servers on one machine each take half.",
 )
 
+cache_option = click.option(
+    "--cache",
+    envvar="CACHE",
+    default=None,
+    show_envvar=True,
+    help="A folder (local or gs://) in this server's private storage where verify1 keeps what verify2 and "
+    "aggregate need of each share, so that they do not decrypt and decode the shares again: give the three "
+    "stages the same folder. It holds this server's shares in clear, so never a bucket the partner reads; "
+    "delete it after aggregate. It is used only when made from the same --input with the same settings "
+    "(otherwise the shares are read, with the same results).",
+)
+
 prec_option = click.option(
     "--prec",
     type=click.IntRange(1, 64),

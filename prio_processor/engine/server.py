@@ -109,9 +109,15 @@ class Server:
         """Data shares (4, B, n) of a batch of packets opened with their data shares."""
         if self.index == SERVER_A:
             rows = _every([p.data_rows for p in packets], "data shares")
-            return limbs.from_bytes11(np.stack(rows, axis=0))
-        seeds = _every([p.seed for p in packets], "seed")
-        return expand_seeds(seeds, self.config.batch_id, self.keying, self.config.n_data)
+            return self.data_shares_from(np.stack(rows, axis=0))
+        return self.data_shares_from(_every([p.seed for p in packets], "seed"))
+
+    def data_shares_from(self, kept: np.ndarray | list[bytes]) -> limbs.Limbs:
+        """Data shares (4, B, n) from what a packet holds of them: server A's element rows
+        (B, n, 11), server B's seeds."""
+        if self.index == SERVER_A:
+            return limbs.from_bytes11(np.asarray(kept))
+        return expand_seeds(list(kept), self.config.batch_id, self.keying, self.config.n_data)
 
     def _h_points(self, packets: Sequence[ClientPacket]) -> limbs.Limbs:
         """h points (4, B, N) of a batch of packets opened with their h points."""
@@ -125,11 +131,14 @@ class Server:
 
     # -- evaluation at the random point ------------------------------------------
 
-    def _evaluate_fg(self, packets: Sequence[ClientPacket], points: Sequence[int]) -> list[tuple[int, int]]:
-        """(f(r), g(r)) shares per packet (verify1)."""
+    def _evaluate_fg(
+        self, packets: Sequence[ClientPacket], points: Sequence[int], data: limbs.Limbs | None = None
+    ) -> list[tuple[int, int]]:
+        """(f(r), g(r)) shares per packet (verify1); `data`: their data shares, if at hand."""
         cfg = self.config
         n, big_n = cfg.n_data, cfg.n_points
-        data = self.data_shares(packets)
+        if data is None:
+            data = self.data_shares(packets)
         f0 = [p.f0 for p in packets]
         g0 = [p.g0 for p in packets]
         # g's points are f's but for g(1) and, at server A, minus one on the data points:
@@ -159,10 +168,13 @@ class Server:
             out.append((f_r, g_r))
         return out
 
-    def _evaluate_h(self, packets: Sequence[ClientPacket], points: Sequence[int]) -> list[int]:
-        """h(r) shares per packet (verify2)."""
+    def _evaluate_h(
+        self, packets: Sequence[ClientPacket], points: Sequence[int], h_odd: limbs.Limbs | None = None
+    ) -> list[int]:
+        """h(r) shares per packet (verify2); `h_odd`: their h points, if at hand."""
         big_n = self.config.n_points
-        h_odd = self._h_points(packets)
+        if h_odd is None:
+            h_odd = self._h_points(packets)
         h0 = [p.h0 for p in packets]
         if len(packets) > 1 and len(set(points)) == 1:
             return _h_at_shared_point(h_odd, h0, points[0], big_n)
@@ -178,6 +190,27 @@ class Server:
             out.append(Verify1((f_r - a) % MODULUS, (g_r - b) % MODULUS))
         return out
 
+    def verify1_and_h(
+        self, packets: Sequence[ClientPacket], points: Sequence[int]
+    ) -> tuple[list[Verify1], list[int], limbs.Limbs]:
+        """verify1 packets, the h(r) shares verify2 will need at the same points and the data
+        shares (4, B, n), from one opening of each packet (server B expands its seeds once)."""
+        n, big_n = self.config.n_data, self.config.n_points
+        if not packets:
+            return [], [], limbs.zeros((limbs.LIMBS, 0, n))
+        h_odd = None
+        if self.index == SERVER_B:
+            seeds = _every([p.seed for p in packets], "seed")
+            both = expand_seeds(seeds, self.config.batch_id, self.keying, n + big_n)
+            data, h_odd = both[:, :, :n], both[:, :, n:]
+        else:
+            data = self.data_shares(packets)
+        out = []
+        for packet, (f_r, g_r) in zip(packets, self._evaluate_fg(packets, points, data)):
+            a, b, _c = packet.triple
+            out.append(Verify1((f_r - a) % MODULUS, (g_r - b) % MODULUS))
+        return out, self._evaluate_h(packets, points, h_odd), data
+
     def verify2(
         self,
         packets: Sequence[ClientPacket],
@@ -188,13 +221,24 @@ class Server:
         """This server's verify2 message for each packet, from both servers' verify1 packets."""
         if not packets:
             return []
-        out = []
-        for packet, h_r, mine, theirs in zip(packets, self._evaluate_h(packets, points), own, peer):
-            a, b, c = packet.triple
-            d = (mine.d + theirs.d) % MODULUS
-            e = (mine.e + theirs.e) % MODULUS
-            out.append(Verify2((d * e % MODULUS * INV2 + d * b + e * a + c - h_r) % MODULUS))
-        return out
+        h_values = self._evaluate_h(packets, points)
+        return verify2_messages([p.triple for p in packets], h_values, own, peer)
+
+
+def verify2_messages(
+    triples: Sequence[tuple[int, int, int]],
+    h_values: Sequence[int],
+    own: Sequence[Verify1],
+    peer: Sequence[Verify1],
+) -> list[Verify2]:
+    """verify2 messages from each packet's Beaver triple share and h(r) share, and both
+    servers' verify1 packets: d*e/2 + d*b + e*a + c - h(r)."""
+    out = []
+    for (a, b, c), h_r, mine, theirs in zip(triples, h_values, own, peer):
+        d = (mine.d + theirs.d) % MODULUS
+        e = (mine.e + theirs.e) % MODULUS
+        out.append(Verify2((d * e % MODULUS * INV2 + d * b + e * a + c - h_r) % MODULUS))
+    return out
 
 
 def _every(items: Sequence[_T | None], what: str) -> list[_T]:

@@ -29,6 +29,16 @@ from ..storage import Location, RecordWriter, location, read_all
 from ..storage.locations import LocalLocation
 from ..storage.records import PARQUET_SUFFIX, read_raw, read_spans
 from . import stages
+from .cache import (
+    Cache,
+    CachedAggregateSteps,
+    CachedVerify2Steps,
+    CacheMiss,
+    CacheWriter,
+    CachingVerify1Steps,
+    open_cache,
+    run_cached,
+)
 from .errors import InputError
 from .settings import SettingsCheck
 from .tally import RejectSink, Tally
@@ -43,6 +53,13 @@ REJECTS_SUFFIXES = (".ndjson", ".json")
 
 def _no_progress(count: int) -> None:
     """Progress is shown only where a front end asks for it."""
+
+
+Notice = Callable[[str], None]
+
+
+def _no_notice(message: str) -> None:
+    """Notices (why a cache was not used) are shown only where a front end asks for them."""
 
 
 @dataclass(frozen=True)
@@ -79,6 +96,8 @@ def run_stage(
     min_batch_size: int = 0,
     progress: Progress = _no_progress,
     workers: int = 1,
+    cache: Location | None = None,
+    notice: Notice = _no_notice,
 ) -> tuple[Tally, Record | None]:
     """Run one stage; returns its tally and, for aggregate and publish, the record written.
 
@@ -86,7 +105,9 @@ def run_stage(
     encode-shares (with `output` for A and `output_b` for B), and
     (configuration, server id) for publish, which needs no secret. verify1, verify2 and
     aggregate do their per-record work in `workers` processes (1: in this one), with the
-    same outputs for any number.
+    same outputs for any number. With `cache` (a private folder, see `cache`), verify1
+    keeps what verify2 and aggregate need of each share there, and they use it when it
+    matches their inputs; `notice` hears why it was not used.
     """
     if stage == "encode-shares":
         if not isinstance(party, Client) or output_b is None:
@@ -109,11 +130,11 @@ def run_stage(
     if not isinstance(party, Server):
         raise TypeError(f"{stage} runs with a Server")
     if stage == "verify1":
-        return verify1(party, schedule, _need(inputs.shares), output, rejects, progress, workers), None
+        return verify1(party, schedule, _need(inputs.shares), output, rejects, progress, workers, cache), None
     if stage == "verify2":
-        return verify2(party, schedule, inputs, output, rejects, progress, workers), None
+        return verify2(party, schedule, inputs, output, rejects, progress, workers, cache, notice), None
     if stage == "aggregate":
-        return aggregate(party, inputs, output, rejects, progress, workers)
+        return aggregate(party, inputs, output, rejects, progress, workers, cache, notice)
     raise ValueError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
 
 
@@ -280,17 +301,56 @@ def verify1(
     rejects: Location | None = None,
     progress: Progress = _no_progress,
     workers: int = 1,
+    cache: Location | None = None,
 ) -> Tally:
     parts = input_parts(source, "--input")
     folder = output_folder(output)
+    names = [p.name for p in parts]
+    if cache is not None:
+        _check_cache_folder(cache, folder, source)
     with rejects_sink(rejects, "verify1", server.server_id, (folder,)) as sink:
         tally = Tally("verify1", sink)
-        # One point stream for the whole run, across parts, as the original's one server.
-        steps = stages.Verify1Steps(server, schedule, tally)
-        chunks = part_chunks(server, parts, [p.name for p in parts], progress, workers)
+        chunks = part_chunks(server, parts, names, progress, workers)
         with PartOutputs(folder) as outputs:
-            run_chunks(steps, chunks, lambda chunk, records: outputs.write(chunk.tag, records), workers)
+            # One point stream for the whole run, across parts, as the original's one server.
+            if cache is None:
+                steps = stages.Verify1Steps(server, schedule, tally)
+                run_chunks(steps, chunks, lambda chunk, records: outputs.write(chunk.tag, records), workers)
+            else:
+                with CacheWriter(cache, server, schedule, parts) as kept:
+
+                    def emit(chunk: Chunk, result: tuple[list[Record], bytes, bytes]) -> None:
+                        outputs.write(chunk.tag, result[0])
+                        kept.write(chunk.tag, result[1], result[2])
+
+                    run_chunks(CachingVerify1Steps(server, schedule, tally), chunks, emit, workers)
     return tally
+
+
+def _check_cache_folder(cache: Location, output: Location, *inputs: Location | None) -> None:
+    """The cache has a folder of its own: output folders hold only what the stage writes."""
+    if cache.uri.rstrip("/") in {loc.uri.rstrip("/") for loc in (output, *inputs) if loc is not None}:
+        raise InputError(f"--cache {cache} must be a folder of its own, not an input or output of the stage")
+    if cache.is_file():
+        raise InputError(f"--cache {cache} is a file, expected a folder")
+
+
+def _usable_cache(
+    cache: Location | None,
+    parts: list[Location],
+    server: Server,
+    schedule: Schedule | None,
+    output: Location,
+    inputs: Inputs,
+    notice: Notice,
+) -> Cache | None:
+    if cache is None:
+        return None
+    _check_cache_folder(cache, output, inputs.shares, inputs.internal, inputs.external)
+    found, why_not = open_cache(cache, parts, server, schedule)
+    if found is None:
+        notice(f"not using the cache in {cache}: {why_not}; reading the shares")
+    return found
 
 
 def _chunk_size(server: Server) -> int:
@@ -326,10 +386,32 @@ def verify2(
     rejects: Location | None = None,
     progress: Progress = _no_progress,
     workers: int = 1,
+    cache: Location | None = None,
+    notice: Notice = _no_notice,
 ) -> Tally:
     parts = input_parts(_need(inputs.shares), "--input")
-    internal_loc = _need(inputs.internal)
     folder = output_folder(output)
+    found = _usable_cache(cache, parts, server, schedule, folder, inputs, notice)
+    if found is not None:
+        try:
+            return _verify2(server, schedule, inputs, parts, folder, rejects, progress, workers, found)
+        except CacheMiss as exc:
+            notice(f"stopped using the cache in {cache}: {exc}; reading the shares from the start")
+    return _verify2(server, schedule, inputs, parts, folder, rejects, progress, workers, None)
+
+
+def _verify2(
+    server: Server,
+    schedule: Schedule,
+    inputs: Inputs,
+    parts: list[Location],
+    folder: Location,
+    rejects: Location | None,
+    progress: Progress,
+    workers: int,
+    cache: Cache | None,
+) -> Tally:
+    internal_loc = _need(inputs.internal)
     max_line = _max_line(server)
     with rejects_sink(rejects, "verify2", server.server_id, (folder,)) as sink:
         tally = Tally("verify2", sink)
@@ -338,10 +420,15 @@ def verify2(
             names = (
                 [internal_loc.name] * len(parts) if internal_loc.is_file() else [part.name for part in parts]
             )
-            steps = stages.Verify2Steps(server, schedule, internal, external, tally)
-            chunks = part_chunks(server, parts, names, progress, workers)
             with PartOutputs(folder) as outputs:
-                run_chunks(steps, chunks, lambda chunk, records: outputs.write(chunk.tag, records), workers)
+                if cache is None:
+                    steps = stages.Verify2Steps(server, schedule, internal, external, tally)
+                    chunks = part_chunks(server, parts, names, progress, workers)
+                    emit = lambda chunk, records: outputs.write(chunk.tag, records)  # noqa: E731
+                    run_chunks(steps, chunks, emit, workers)
+                else:
+                    cached = CachedVerify2Steps(server, schedule, internal, external, tally)
+                    run_cached(cached, cache, parts, names, outputs.write, progress)
     return tally
 
 
@@ -352,19 +439,46 @@ def aggregate(
     rejects: Location | None = None,
     progress: Progress = _no_progress,
     workers: int = 1,
+    cache: Location | None = None,
+    notice: Notice = _no_notice,
 ) -> tuple[Tally, Record]:
     parts = input_parts(_need(inputs.shares), "--input")
-    internal_loc = _need(inputs.internal)
     folder = output_folder(output)
+    found = _usable_cache(cache, parts, server, None, folder, inputs, notice)
+    if found is not None:
+        try:
+            return _aggregate(server, inputs, parts, folder, rejects, progress, workers, found)
+        except CacheMiss as exc:
+            notice(f"stopped using the cache in {cache}: {exc}; reading the shares from the start")
+    return _aggregate(server, inputs, parts, folder, rejects, progress, workers, None)
+
+
+def _aggregate(
+    server: Server,
+    inputs: Inputs,
+    parts: list[Location],
+    folder: Location,
+    rejects: Location | None,
+    progress: Progress,
+    workers: int,
+    cache: Cache | None,
+) -> tuple[Tally, Record]:
+    internal_loc = _need(inputs.internal)
     max_line = _max_line(server)
     total = TotalShare(server.config.n_data, server.index)
     with rejects_sink(rejects, "aggregate", server.server_id, (folder,)) as sink:
         tally = Tally("aggregate", sink)
         check = SettingsCheck(server, None)
         with _joined_inputs(server, "verify2", inputs, tally, check, max_line) as (internal, external):
-            steps = stages.AggregateSteps(server, internal, external, tally)
-            chunks = part_chunks(server, parts, [None] * len(parts), progress, workers)
-            run_chunks(steps, chunks, lambda chunk, partial: stages.add_partial(total, partial), workers)
+            if cache is None:
+                steps = stages.AggregateSteps(server, internal, external, tally)
+                chunks = part_chunks(server, parts, [None] * len(parts), progress, workers)
+                run_chunks(steps, chunks, lambda chunk, partial: stages.add_partial(total, partial), workers)
+            else:
+                cached = CachedAggregateSteps(server, internal, external, tally)
+                tags = [None] * len(parts)
+                add = lambda tag, partial: stages.add_partial(total, partial)  # noqa: E731
+                run_cached(cached, cache, parts, tags, add, progress)
     record = stages.aggregate_record(server, total, tally, check.schedule)
     with RecordWriter(_named(folder, internal_loc, "aggregate.ndjson")) as out:
         out.write(record)

@@ -81,7 +81,7 @@ def encode_base64(data: bytes) -> str:
     return pybase64.b64encode(data).decode("ascii")
 
 
-def _id_and_payload(record: Record | BadRecord) -> tuple[str, bytes]:
+def id_and_payload(record: Record | BadRecord) -> tuple[str, bytes]:
     """The id and decoded payload of a share-like record, or RecordError."""
     if isinstance(record, BadRecord):
         raise RecordError(RejectReason.BAD_JSON, record.describe())
@@ -204,19 +204,20 @@ class Opening:
     """What the in-order step needs to know of one record after its first step
     (parse, decode, decrypt), which may run in another process."""
 
-    __slots__ = ("digest", "open_problem", "problem", "record_id")
+    __slots__ = ("digest", "open_problem", "problem", "record_id", "whole_problem")
 
     def __init__(self, record_id: str | None) -> None:
         self.record_id = record_id
         self.problem: Problem | None = None  # the record is unusable (bad JSON, bad base64)
-        self.open_problem: Problem | None = None  # its packet does not open
+        self.open_problem: Problem | None = None  # the part of its packet this stage reads does not open
+        self.whole_problem: Problem | None = None  # the whole packet does not open (known from a cache)
         self.digest: str | None = None
 
     def __getstate__(self) -> tuple:
-        return self.record_id, self.problem, self.open_problem, self.digest
+        return self.record_id, self.problem, self.open_problem, self.whole_problem, self.digest
 
     def __setstate__(self, state: tuple) -> None:
-        self.record_id, self.problem, self.open_problem, self.digest = state
+        self.record_id, self.problem, self.open_problem, self.whole_problem, self.digest = state
 
 
 #: (reason, detail) of a rejected record.
@@ -265,7 +266,7 @@ class StageSteps:
             openings.append(opening)
             kept.append(None)
             try:
-                _, payload = _id_and_payload(record)
+                _, payload = id_and_payload(record)
             except RecordError as exc:
                 opening.problem = _problem(exc)
                 continue
@@ -344,7 +345,7 @@ class Verify1Steps(StageSteps):
             return []
         chosen = [kept[s[0]] for s in selections]
         results = self.server.verify1([c[2] for c in chosen], _points(selections))
-        return [_output(c[0], out.to_bytes(), c[1], self.stamp) for c, out in zip(chosen, results)]
+        return [output_record(c[0], out.to_bytes(), c[1], self.stamp) for c, out in zip(chosen, results)]
 
 
 def _joined_packets(opening: Opening, internal: Index, external: Index, stage: str) -> tuple[bytes, bytes]:
@@ -390,9 +391,7 @@ class Verify2Steps(StageSteps):
         record_id = opening.record_id
         assert record_id is not None
         if record_id in self.seen:
-            # A repeated id may carry another packet: check that one whole, as libprio would.
-            _, payload = _id_and_payload(as_record(item(), source))
-            self.server.open(payload, codec.BOTH_ARRAYS)
+            self._check_whole_packet(opening, item, source)
         else:
             _raise(opening.open_problem)
         point = next(self.points)
@@ -402,6 +401,11 @@ class Verify2Steps(StageSteps):
         packets = Verify1.from_bytes(own), Verify1.from_bytes(peer)
         self.seen.add(record_id)
         return position, point, packets
+
+    def _check_whole_packet(self, opening: Opening, item: Callable[[], RawItem], source: str) -> None:
+        """A repeated id may carry another packet: check that one whole, as libprio would."""
+        _, payload = id_and_payload(as_record(item(), source))
+        self.server.open(payload, codec.BOTH_ARRAYS)
 
     def compute(self, kept: Sequence[Any], selections: Sequence[Selection]) -> list[Record]:
         if not selections:
@@ -413,7 +417,7 @@ class Verify2Steps(StageSteps):
             [s[2][0] for s in selections],
             [s[2][1] for s in selections],
         )
-        return [_output(c[0], out.to_bytes(), c[1], self.stamp) for c, out in zip(chosen, results)]
+        return [output_record(c[0], out.to_bytes(), c[1], self.stamp) for c, out in zip(chosen, results)]
 
 
 class AggregateSteps(StageSteps):
@@ -501,7 +505,7 @@ def verify1(
     run_inline(Verify1Steps(server, schedule, tally), shares, _sink_all(sink))
 
 
-def _output(fields: Record, packet: bytes, digest: str, stamp: dict[str, Any]) -> Record:
+def output_record(fields: Record, packet: bytes, digest: str, stamp: dict[str, Any]) -> Record:
     out = dict(fields)
     out["payload"] = encode_base64(packet)
     out["digest"] = digest

@@ -101,6 +101,11 @@ class Location:
     def open_read(self) -> IO[bytes]:
         raise NotImplementedError
 
+    def version(self) -> str:
+        """A token that changes whenever this file is written again (size and modification
+        time, or object generation): what a cache made from the file is tied to."""
+        raise NotImplementedError
+
     @contextlib.contextmanager
     def open_write(self) -> Iterator[IO[bytes]]:
         """A binary file that appears at this location only if the block succeeds."""
@@ -163,6 +168,13 @@ class LocalLocation(Location):
             return open(self.path, "rb", buffering=_READ_BUFFER)
         except OSError as exc:
             raise StorageError(f"cannot read {self.uri}: {exc.strerror}") from None
+
+    def version(self) -> str:
+        try:
+            info = self.path.stat()
+        except OSError as exc:
+            raise StorageError(f"cannot read {self.uri}: {exc.strerror}") from None
+        return f"{info.st_size}:{info.st_mtime_ns}:{info.st_ino}"
 
     @contextlib.contextmanager
     def open_write(self) -> Iterator[IO[bytes]]:
@@ -318,6 +330,12 @@ class GcsLocation(Location):
         reader = _gcs_call(f"cannot read {self.uri}", blob.open, "rb", chunk_size=8 * 1024 * 1024)
         # The blob reader has no peek(), so readline() alone would call read(1) per byte.
         return io.BufferedReader(reader, buffer_size=_READ_BUFFER)
+
+    def version(self) -> str:
+        blob = _gcs_call(f"cannot read {self.uri}", self._bucket.get_blob, self.key)
+        if blob is None:
+            raise StorageError(f"cannot read {self.uri}: no such object")
+        return f"{blob.size}:{blob.generation}"
 
     @contextlib.contextmanager
     def open_write(self) -> Iterator[IO[bytes]]:

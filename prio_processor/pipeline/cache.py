@@ -1,0 +1,464 @@
+"""What verify1 keeps of each share so that verify2 and aggregate need not open it again.
+
+Opening a share (parsing its JSON line, decoding base64, decrypting, decoding
+thousands of field elements) is most of a stage's work, and without a cache
+verify1, verify2 and aggregate each do it for every share. Given a cache folder,
+verify1 also writes, for every input record in input order:
+
+* what the later stages decide with: the id, why the record or its packet was
+  rejected (for the whole packet and for each half verify2 and aggregate read),
+  the share digest, and the record's other fields;
+* for verify2: the Beaver triple share, the evaluation point and this server's
+  share of h at that point (`<part>.rows`, one msgpack map per chunk);
+* for aggregate: the data share as it came (server A's elements, server B's
+  seed; `<part>.data`, fixed-size rows).
+
+`manifest.json`, written last, ties the cache to the exact --input files (uri
+and version) and this server's settings. verify2 and aggregate given the same
+folder use it only if it matches; when it does not, or a record needs what
+verify1 did not compute (the sequential schedule drawing another point for it,
+say), the stage reads the shares as it would without a cache. Outputs and
+rejects are the same either way.
+
+The cache holds this server's shares of client data in clear: it belongs in
+the server's private storage only, never in a bucket the partner reads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from collections.abc import Callable, Iterator, Sequence
+from typing import IO, Any
+
+import msgpack
+import numpy as np
+
+from ..engine import limbs
+from ..engine.errors import PacketError
+from ..engine.field import ELEMENT_BYTES
+from ..engine.fingerprint import same_mac
+from ..engine.prg import SEED_BYTES
+from ..engine.server import SERVER_A, Schedule, Server, verify2_messages
+from ..storage import Location, StorageError
+from ..storage.records import dumps
+from . import settings, stages
+from .errors import RecordError, RejectReason
+from .stages import Opening, Problem, RawItem, Record, Selection
+
+FORMAT = 1
+MANIFEST = "manifest.json"
+ROWS_SUFFIX = ".rows"
+DATA_SUFFIX = ".data"
+#: The other fields of nearly every record: only its id (the payload's place is kept).
+_ID_ONLY = ["id", "payload"]
+_TRIPLE_BYTES = 3 * ELEMENT_BYTES
+
+
+class CacheMiss(Exception):
+    """The cache cannot answer for a record (or is damaged): the stage reads the shares instead."""
+
+
+def data_row_bytes(server: Server) -> int:
+    """Bytes per record in `<part>.data`: server A's data share elements, or server B's seed."""
+    return server.config.n_data * ELEMENT_BYTES if server.index == SERVER_A else SEED_BYTES
+
+
+def _problem_out(problem: Problem | None) -> list[str] | None:
+    return None if problem is None else [RejectReason(problem[0].value).value, problem[1]]
+
+
+def _problem_in(value: Any) -> Problem | None:
+    if value is None:
+        return None
+    try:
+        return RejectReason(value[0]), str(value[1])
+    except (ValueError, TypeError, IndexError, KeyError):
+        raise CacheMiss("a cache file names an unknown reject reason") from None
+
+
+def _element_at(blob: bytes, position: int) -> int:
+    return int.from_bytes(blob[position * ELEMENT_BYTES:(position + 1) * ELEMENT_BYTES], "big")
+
+
+# -- verify1: writing ------------------------------------------------------------
+
+
+class CachingVerify1Steps(stages.Verify1Steps):
+    """verify1 that also returns, per chunk, its cache frame and data rows."""
+
+    def open_chunk(self, items: Sequence[RawItem], source: str) -> tuple[list[Opening], Any]:
+        openings, kept = super().open_chunk(items, source)
+        halves: list[tuple[Problem | None, Problem | None] | None] = [None] * len(openings)
+        for position, opening in enumerate(openings):
+            if opening.problem is None and opening.open_problem is not None:
+                halves[position] = self._half_problems(items[position], source)
+        return openings, (openings, kept, halves)
+
+    def _half_problems(self, item: RawItem, source: str) -> tuple[Problem | None, Problem | None]:
+        """What verify2 (h points only) and aggregate (data shares only) meet opening their half
+        of a packet that does not open whole: a failure may lie in the other half."""
+        _, payload = stages.id_and_payload(stages.as_record(item, source))
+        found: list[Problem | None] = []
+        for arrays in (stages.H_ONLY, stages.DATA_ONLY):
+            try:
+                self.server.open(payload, arrays)
+                found.append(None)
+            except PacketError as exc:
+                found.append((exc.reason, exc.detail))
+        return found[0], found[1]
+
+    def compute(  # type: ignore[override]  # the records, and what the cache keeps of the chunk
+        self, kept: Any, selections: Sequence[Selection]
+    ) -> tuple[list[Record], bytes, bytes]:
+        openings, packets, halves = kept
+        chosen = [packets[s[0]] for s in selections]
+        points = [int(s[1]) for s in selections]  # type: ignore[arg-type]
+        messages, h_values, data = self.server.verify1_and_h([c[2] for c in chosen], points)
+        records = [
+            stages.output_record(c[0], m.to_bytes(), c[1], self.stamp) for c, m in zip(chosen, messages)
+        ]
+        evaluated = {s[0]: (point, h) for s, point, h in zip(selections, points, h_values)}
+        data_sum = limbs.to_bytes11(data.sum(axis=1)).tobytes()
+        return records, _frame(openings, packets, halves, evaluated, data_sum), self._data_rows(packets)
+
+    def _data_rows(self, packets: Sequence[Any]) -> bytes:
+        size = data_row_bytes(self.server)
+        rows = []
+        for kept in packets:
+            if kept is None:
+                rows.append(bytes(size))
+            elif self.server.index == SERVER_A:
+                rows.append(kept[2].data_rows.tobytes())
+            else:
+                rows.append(kept[2].seed)
+        return b"".join(rows)
+
+
+def _frame(
+    openings: Sequence[Opening],
+    packets: Sequence[Any],
+    halves: Sequence[tuple[Problem | None, Problem | None] | None],
+    evaluated: dict[int, tuple[int, int]],
+    data_sum: bytes,
+) -> bytes:
+    """A chunk's msgpack frame. `data_sum`: the sum of the data shares of the packets verify1
+    evaluated, which aggregate corrects for the few it does not add up."""
+    fields: list[str | None] = []
+    triples, points, h_values = bytearray(), bytearray(), bytearray()
+    for position, kept in enumerate(packets):
+        if kept is None:
+            fields.append(None)
+            triples += bytes(_TRIPLE_BYTES)
+        else:
+            record_fields, _digest, packet = kept
+            fields.append(None if list(record_fields) == _ID_ONLY else dumps(record_fields))
+            triples += b"".join(v.to_bytes(ELEMENT_BYTES, "big") for v in packet.triple)
+        point, h_r = evaluated.get(position, (0, 0))
+        points += point.to_bytes(ELEMENT_BYTES, "big")
+        h_values += h_r.to_bytes(ELEMENT_BYTES, "big")
+    frame = {
+        "ids": [o.record_id for o in openings],
+        "problems": [_problem_out(o.problem) for o in openings],
+        "open": [_problem_out(o.open_problem) for o in openings],
+        "open_h": [None if half is None else _problem_out(half[0]) for half in halves],
+        "open_data": [None if half is None else _problem_out(half[1]) for half in halves],
+        "digests": [o.digest for o in openings],
+        "fields": fields,
+        "triples": bytes(triples),
+        "evaluated": bytes(1 if p in evaluated else 0 for p in range(len(openings))),
+        "points": bytes(points),
+        "h": bytes(h_values),
+        "data_sum": data_sum,
+    }
+    return msgpack.packb(frame)
+
+
+def manifest(server: Server, schedule: Schedule, parts: Sequence[Location]) -> dict[str, Any]:
+    """What a cache is tied to: the server, its settings and the exact input files."""
+    return {
+        "format": FORMAT,
+        "server_id": server.server_id,
+        "batch_id": server.config.batch_id.decode("utf-8", "replace"),
+        "n_data": server.config.n_data,
+        settings.FIELD: settings.stamp(server, schedule),
+        "inputs": [{"uri": part.uri, "version": part.version()} for part in parts],
+    }
+
+
+class CacheWriter:
+    """Writes a cache folder: each input part's rows and data files, then the manifest."""
+
+    def __init__(self, folder: Location, server: Server, schedule: Schedule, parts: Sequence[Location]):
+        self._folder = folder
+        self._manifest = manifest(server, schedule, parts)
+        self._stack: contextlib.ExitStack | None = None
+        self._files: tuple[IO[bytes], IO[bytes]] | None = None
+        self._name: str | None = None
+
+    def __enter__(self) -> CacheWriter:
+        # An earlier manifest must not vouch for files this run replaces: it goes first.
+        self._folder.join(MANIFEST).delete()
+        self._folder.clear_stale_temporaries()
+        if self._folder.is_dir():
+            for child in self._folder.children():
+                if child.name.endswith((ROWS_SUFFIX, DATA_SUFFIX)):
+                    child.delete()
+        return self
+
+    def write(self, name: str, frame: bytes, data: bytes) -> None:
+        if name != self._name:
+            self._close(None)
+            self._stack = contextlib.ExitStack()
+            self._files = (
+                self._stack.enter_context(self._folder.join(name + ROWS_SUFFIX).open_write()),
+                self._stack.enter_context(self._folder.join(name + DATA_SUFFIX).open_write()),
+            )
+            self._name = name
+        assert self._files is not None
+        try:
+            self._files[0].write(frame)
+            self._files[1].write(data)
+        except OSError as exc:
+            problem = exc.strerror or exc
+            raise StorageError(f"cannot write the cache in {self._folder.uri}: {problem}") from None
+
+    def _close(self, exc: BaseException | None) -> None:
+        if self._stack is not None:
+            stack, self._stack, self._files = self._stack, None, None
+            stack.__exit__(type(exc) if exc else None, exc, None)
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        self._close(exc)
+        if exc_type is None:
+            self._folder.join(MANIFEST).write_bytes(json.dumps(self._manifest, indent=1).encode())
+
+
+# -- verify2 and aggregate: reading ------------------------------------------------
+
+
+class Cache:
+    """A cache folder whose manifest matches a stage's inputs and settings."""
+
+    def __init__(self, folder: Location, row_bytes: int) -> None:
+        self.folder = folder
+        self._row_bytes = row_bytes
+
+    def frames(
+        self, part: Location, with_data: bool
+    ) -> Iterator[tuple[dict[str, Any], Callable[[], bytes]]]:
+        """The frames verify1 wrote for `part`, in order, each with a function that reads its data
+        rows (if `with_data`; rows not asked for are skipped, not read)."""
+        try:
+            with contextlib.ExitStack() as stack:
+                rows = stack.enter_context(self.folder.join(part.name + ROWS_SUFFIX).open_read())
+                data = None
+                if with_data:
+                    data = stack.enter_context(self.folder.join(part.name + DATA_SUFFIX).open_read())
+                for frame in msgpack.Unpacker(rows, raw=False):
+                    size = _checked_rows(frame) * self._row_bytes
+                    block: list[bytes] = []
+
+                    def read(size: int = size, block: list[bytes] = block) -> bytes:
+                        if data is None:
+                            raise CacheMiss("the data rows were not opened")
+                        if not block:
+                            block.append(data.read(size))
+                            if len(block[0]) != size:
+                                raise CacheMiss(f"{part.name}{DATA_SUFFIX} in the cache is cut short")
+                        return block[0]
+
+                    yield frame, read
+                    if data is not None and not block:
+                        data.seek(size, io.SEEK_CUR)
+        except StorageError as exc:
+            raise CacheMiss(str(exc)) from None
+        except (ValueError, msgpack.UnpackException) as exc:
+            raise CacheMiss(f"{part.name}{ROWS_SUFFIX} in the cache is damaged ({exc})") from None
+
+
+_FRAME_LISTS = ("ids", "problems", "open", "open_h", "open_data", "digests", "fields")
+_FRAME_BYTES = {"triples": _TRIPLE_BYTES, "evaluated": 1, "points": ELEMENT_BYTES, "h": ELEMENT_BYTES}
+# Also "data_sum": n_data elements, checked where used.
+
+
+def _checked_rows(frame: Any) -> int:
+    """The number of records of a frame, whose every column must have one entry per record."""
+    if not isinstance(frame, dict) or not isinstance(frame.get("ids"), list):
+        raise CacheMiss("a cache file holds something other than verify1's frames")
+    count = len(frame["ids"])
+    lists_ok = all(isinstance(frame.get(k), list) and len(frame[k]) == count for k in _FRAME_LISTS)
+    bytes_ok = all(
+        isinstance(frame.get(k), bytes) and len(frame[k]) == count * size for k, size in _FRAME_BYTES.items()
+    )
+    if not (lists_ok and bytes_ok):
+        raise CacheMiss("a cache frame is incomplete")
+    return count
+
+
+def open_cache(
+    folder: Location, parts: Sequence[Location], server: Server, schedule: Schedule | None
+) -> tuple[Cache | None, str]:
+    """The cache verify1 made from exactly `parts` with this server's settings (and `schedule`,
+    if given), or (None, why it cannot be used)."""
+    try:
+        found = json.loads(folder.join(MANIFEST).read_bytes())
+    except StorageError:
+        return None, "it holds no finished cache from verify1"
+    except ValueError:
+        return None, "its manifest is unreadable"
+    if not isinstance(found, dict) or found.get("format") != FORMAT:
+        return None, "it was written in another format"
+    batch = server.config.batch_id.decode("utf-8", "replace")
+    if (found.get("server_id"), found.get("batch_id"), found.get("n_data")) != (
+        server.server_id,
+        batch,
+        server.config.n_data,
+    ):
+        return None, "it was made for another server, batch or n_data"
+    stamp = found.get(settings.FIELD)
+    if not isinstance(stamp, dict):
+        return None, "its manifest names no settings"
+    try:
+        made_with = Schedule(stamp.get("evaluation_point"))
+    except ValueError:
+        return None, "its manifest names an unknown evaluation point"
+    if schedule is not None and Schedule(schedule) is not made_with:
+        return None, "it was made with another --evaluation-point"
+    expected = settings.stamp(server, made_with)
+    same_secret = same_mac(str(stamp.get("mac")), expected["mac"])
+    if stamp.get("prg_keying") != expected["prg_keying"] or not same_secret:
+        return None, "it was made with another --prg-keying or shared secret"
+    try:
+        inputs = [{"uri": part.uri, "version": part.version()} for part in parts]
+    except StorageError as exc:
+        return None, str(exc)
+    if inputs != found.get("inputs"):
+        return None, "--input is not the files verify1 read (they changed, or others were given)"
+    return Cache(folder, data_row_bytes(server)), ""
+
+
+def _record_fields(record_id: str | None, text: str | None) -> Record:
+    if text is None:
+        return {"id": record_id, "payload": None}
+    return json.loads(text)
+
+
+def _openings(frame: dict[str, Any], half: str) -> list[Opening]:
+    """The openings of a frame as a stage that reads `half` ("open_h", "open_data") sees them."""
+    openings = []
+    for position, record_id in enumerate(frame["ids"]):
+        opening = Opening(record_id)
+        opening.problem = _problem_in(frame["problems"][position])
+        opening.whole_problem = _problem_in(frame["open"][position])
+        if opening.whole_problem is not None:
+            opening.open_problem = _problem_in(frame[half][position])
+        opening.digest = frame["digests"][position]
+        openings.append(opening)
+    return openings
+
+
+def _opened(opening: Opening) -> bool:
+    return opening.problem is None and opening.whole_problem is None
+
+
+class CachedVerify2Steps(stages.Verify2Steps):
+    """verify2 over cache frames: the same decisions, with h(r) from verify1."""
+
+    def open_frame(self, frame: dict[str, Any], data: Callable[[], bytes]) -> tuple[list[Opening], Any]:
+        openings = _openings(frame, "open_h")
+        return openings, (frame, [_opened(o) for o in openings])
+
+    def _check_whole_packet(self, opening: Opening, item: Callable[[], RawItem], source: str) -> None:
+        if opening.whole_problem is not None:
+            raise RecordError(*opening.whole_problem)
+
+    def compute(self, kept: Any, selections: Sequence[Selection]) -> list[Record]:
+        frame, opened = kept
+        triples, h_values = [], []
+        for position, point, _packets in selections:
+            cached_point = _element_at(frame["points"], position)
+            if not (opened[position] and frame["evaluated"][position] and cached_point == point):
+                raise CacheMiss("a share is verified at another point than verify1 used for it")
+            blob = frame["triples"][position * _TRIPLE_BYTES:(position + 1) * _TRIPLE_BYTES]
+            triples.append(tuple(_element_at(blob, k) for k in range(3)))
+            h_values.append(_element_at(frame["h"], position))
+        messages = verify2_messages(
+            triples,  # type: ignore[arg-type]
+            h_values,
+            [s[2][0] for s in selections],
+            [s[2][1] for s in selections],
+        )
+        out = []
+        for (position, _point, _packets), message in zip(selections, messages):
+            fields = _record_fields(frame["ids"][position], frame["fields"][position])
+            digest = frame["digests"][position]
+            out.append(stages.output_record(fields, message.to_bytes(), digest, self.stamp))
+        return out
+
+
+class CachedAggregateSteps(stages.AggregateSteps):
+    """aggregate over cache frames: the same decisions, and the sum of the data shares verify1
+    evaluated, corrected by the few shares whose proof failed (read from the data rows)."""
+
+    def open_frame(self, frame: dict[str, Any], data: Callable[[], bytes]) -> tuple[list[Opening], Any]:
+        openings = _openings(frame, "open_data")
+        return openings, (frame, data, [_opened(o) for o in openings])
+
+    def compute(self, kept: Any, selections: Sequence[Selection]) -> Any:
+        frame, data, opened = kept
+        if not selections:
+            return None
+        n = self.server.config.n_data
+        if len(frame["data_sum"]) != n * ELEMENT_BYTES:
+            raise CacheMiss("a cache frame's data sum has another length")
+        chosen = {s[0] for s in selections}
+        if not all(opened[p] for p in chosen):
+            raise CacheMiss("a share verify1 could not open is to be added up")
+        evaluated = frame["evaluated"]
+        left_out = [p for p in range(len(opened)) if evaluated[p] and p not in chosen]
+        added = [p for p in sorted(chosen) if not evaluated[p]]
+        total = limbs.from_bytes11(np.frombuffer(frame["data_sum"], dtype=np.uint8).reshape(n, ELEMENT_BYTES))
+        if left_out or added:
+            block = data()
+            if left_out:
+                total = total - self._shares(block, left_out).sum(axis=1)
+            if added:
+                total = total + self._shares(block, added).sum(axis=1)
+        return limbs.canonical(total)[:, None, :]
+
+    def _shares(self, block: bytes, positions: list[int]) -> limbs.Limbs:
+        size = data_row_bytes(self.server)
+        if self.server.index == SERVER_A:
+            rows = np.frombuffer(block, dtype=np.uint8).reshape(-1, self.server.config.n_data, ELEMENT_BYTES)
+            return self.server.data_shares_from(rows[positions])
+        return self.server.data_shares_from([block[p * size:(p + 1) * size] for p in positions])
+
+
+CachedSteps = CachedVerify2Steps | CachedAggregateSteps
+
+
+def _no_raw_records() -> Sequence[RawItem]:
+    raise CacheMiss("a decision needs a share's record itself")
+
+
+def run_cached(
+    steps: CachedSteps,
+    cache: Cache,
+    parts: Sequence[Location],
+    tags: Sequence[Any],
+    emit: Callable[[Any, Any], None],
+    progress: Callable[[int], None],
+) -> None:
+    """A stage's steps over the cache frames of every part, in order; `emit(tag, result)`."""
+    with_data = isinstance(steps, CachedAggregateSteps)
+    try:
+        for part, tag in zip(parts, tags):
+            for frame, data in cache.frames(part, with_data):
+                openings, kept = steps.open_frame(frame, data)
+                progress(len(openings))
+                selections = steps.decide(openings, _no_raw_records, part.uri)
+                emit(tag, steps.compute(kept, selections))
+    finally:
+        steps.close()
