@@ -6,8 +6,8 @@ import sys
 
 import click
 
-from .. import dataconfig, integration
-from ..engine.prg import PrgKeying
+from .. import dataconfig
+from ..engine.config import PrgKeying
 from ..storage import location, ops
 from . import options
 from .base import storage_errors as _storage_errors
@@ -105,6 +105,8 @@ def generate(
     key_a = options.public_key_from_hex(public_key_hex_internal, "--public-key-hex-internal")
     key_b = options.public_key_from_hex(public_key_hex_external, "--public-key-hex-external")
     with _storage_errors():
+        from .. import integration  # the engine, only where test data is made
+
         written = integration.generate(
             dataconfig.load(location(data_config)),
             key_a,
@@ -130,6 +132,8 @@ def check(data_config: str, published_a: str, published_b: str, n_rows: int, n_d
     """Check that both servers published the expected counts for every generated batch."""
     with _storage_errors():
         batches_ = dataconfig.load(location(data_config))
+        from .. import integration
+
         problems = integration.check(
             batches_, location(published_a), location(published_b), n_rows, n_drop_batch
         )

@@ -19,9 +19,7 @@ import click
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 from ..engine import keys
-from ..engine.config import MAX_N_DATA, Config
-from ..engine.prg import SEED_BYTES, PrgKeying
-from ..engine.server import Schedule
+from ..engine.config import MAX_N_DATA, SEED_BYTES, Config, PrgKeying, Schedule
 from ..storage import Location, location
 from .base import ConfigError
 

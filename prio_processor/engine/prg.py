@@ -9,27 +9,17 @@ low bytes and byte 11 is the top byte.
 
 from __future__ import annotations
 
-import enum
 import hashlib
 
 import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from . import limbs
+from .config import SEED_BYTES, PrgKeying
 from .field import ELEMENT_BYTES, MODULUS
 
-SEED_BYTES = 16
 _ATTEMPT_BYTES = ELEMENT_BYTES + 1
 _ZERO_IV = bytes(16)
-
-
-class PrgKeying(str, enum.Enum):
-    """How a 16-byte seed becomes the AES key of a PRG."""
-
-    #: SHA-256(seed || batch_id)[:16]: libprio after July 2020, PyPI prio 1.1.
-    HASHED = "hashed"
-    #: The seed itself: libprio C releases up to 1.6.
-    RAW = "raw"
 
 
 def prg_key(seed: bytes, batch_id: bytes, keying: PrgKeying) -> bytes:

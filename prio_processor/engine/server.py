@@ -14,7 +14,6 @@ Server B receives only a seed and re-expands its shares with the PRG.
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Iterator, Sequence
 from functools import lru_cache
 from typing import TypeVar
@@ -24,22 +23,12 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from . import codec, field, limbs, poly, seal
 from .codec import SERVER_A, SERVER_B, ClientPacket, Verify1, Verify2
-from .config import Config
+from .config import Config, Schedule
 from .field import INV2, MODULUS
 from .fingerprint import settings_mac
 from .prg import SEED_BYTES, Prg, PrgKeying, expand_seeds
 
 _T = TypeVar("_T")
-
-
-class Schedule(str, enum.Enum):
-    """Which evaluation point each packet is verified at."""
-
-    #: One server PRG stream per stage; each packet that opens draws the next
-    #: point, in input order (the original command line).
-    SEQUENTIAL = "sequential"
-    #: Every packet uses the first draw (the original Spark pipeline).
-    FIXED = "fixed"
 
 
 def server_index(server_id: str | int) -> int:
