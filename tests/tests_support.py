@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import os
+import random
 from collections.abc import Callable
+from pathlib import Path
 
 from prio_processor.engine import keys
+from prio_processor.engine.client import Client
 from prio_processor.engine.config import Config
 from prio_processor.engine.server import Schedule, Server, TotalShare
 from prio_processor.pipeline import stages
@@ -39,6 +44,37 @@ class Pair:
         self.b = Server(self.config, "B", self.private_b, self.seed)
 
 
+def write_parts(lines: list[str], folder: Path, count: int) -> None:
+    """The lines spread over `count` part files (the last ones may be empty) and a marker."""
+    folder.mkdir(parents=True)
+    size = -(-len(lines) // count)
+    for k in range(count):
+        chunk = lines[k * size : (k + 1) * size]
+        (folder / f"part-{k:05d}.json").write_text("".join(line + "\n" for line in chunk))
+    (folder / "_SUCCESS").write_text("")
+
+
+def tampered_shares(pair: Pair, count: int, seed: int) -> dict[str, list[str]]:
+    """Shares with bad lines, duplicates across chunks, and packets that fail at one server only."""
+    rng = random.Random(seed)
+    client = Client(pair.config)
+    vectors = [[rng.randint(0, 1) for _ in range(pair.config.n_data)] for _ in range(count)]
+    packets = client.encode_batch(vectors)
+    lines: dict[str, list[str]] = {"A": [], "B": []}
+    for k, pair_of_packets in enumerate(packets):
+        for s, packet in zip("AB", pair_of_packets):
+            payload = base64.b64encode(packet).decode()
+            if k % 7 == 3 and s == "A":  # fails at A only: shifts A's sequential points
+                payload = base64.b64encode(packet[:-1] + bytes([packet[-1] ^ 1])).decode()
+            lines[s].append(json.dumps({"id": f"c{k}", "payload": payload}))
+    for s in "AB":
+        lines[s].insert(5, "not json")
+        lines[s].insert(9, json.dumps({"id": "bad64", "payload": "QUJDRA="}))
+        lines[s].insert(11, lines[s][2])  # a duplicate in a later chunk
+        lines[s].append(lines[s][20])  # and at the very end
+    return lines
+
+
 def vector_server(case: Case, server_id: str) -> Server:
     private = keys.private_key_from_hex(case.keys(server_id)["private_key"])
     return Server(case.config, server_id, private, case.shared_seed, case.keying)
@@ -66,4 +102,12 @@ def vector_total_shares(case: Case) -> dict[str, TotalShare]:
     return out
 
 
-__all__ = ["Pair", "Schedule", "packet_index", "vector_server", "vector_total_shares"]
+__all__ = [
+    "Pair",
+    "Schedule",
+    "packet_index",
+    "tampered_shares",
+    "vector_server",
+    "vector_total_shares",
+    "write_parts",
+]

@@ -193,6 +193,8 @@ class CacheWriter:
     def __init__(self, folder: Location, server: Server, schedule: Schedule, parts: Sequence[Location]):
         self._folder = folder
         self._manifest = manifest(server, schedule, parts)
+        self._row_bytes = data_row_bytes(server)
+        self._rows: dict[str, int] = {}  # records per part: a file cut short is noticed
         self._stack: contextlib.ExitStack | None = None
         self._files: tuple[IO[bytes], IO[bytes]] | None = None
         self._name: str | None = None
@@ -217,6 +219,7 @@ class CacheWriter:
             )
             self._name = name
         assert self._files is not None
+        self._rows[name] = self._rows.get(name, 0) + len(data) // self._row_bytes
         try:
             self._files[0].write(frame)
             self._files[1].write(data)
@@ -232,6 +235,7 @@ class CacheWriter:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
         self._close(exc)
         if exc_type is None:
+            self._manifest["rows"] = self._rows
             self._folder.join(MANIFEST).write_bytes(json.dumps(self._manifest, indent=1).encode())
 
 
@@ -241,9 +245,10 @@ class CacheWriter:
 class Cache:
     """A cache folder whose manifest matches a stage's inputs and settings."""
 
-    def __init__(self, folder: Location, row_bytes: int) -> None:
+    def __init__(self, folder: Location, row_bytes: int, rows: dict[str, int]) -> None:
         self.folder = folder
         self._row_bytes = row_bytes
+        self._rows = rows
 
     def frames(
         self, part: Location, with_data: bool
@@ -256,8 +261,11 @@ class Cache:
                 data = None
                 if with_data:
                     data = stack.enter_context(self.folder.join(part.name + DATA_SUFFIX).open_read())
+                seen = 0
                 for frame in msgpack.Unpacker(rows, raw=False):
-                    size = _checked_rows(frame) * self._row_bytes
+                    count = _checked_rows(frame)
+                    seen += count
+                    size = count * self._row_bytes
                     block: list[bytes] = []
 
                     def read(size: int = size, block: list[bytes] = block) -> bytes:
@@ -272,6 +280,8 @@ class Cache:
                     yield frame, read
                     if data is not None and not block:
                         data.seek(size, io.SEEK_CUR)
+                if seen != self._rows.get(part.name):
+                    raise CacheMiss(f"{part.name}{ROWS_SUFFIX} in the cache is cut short")
         except StorageError as exc:
             raise CacheMiss(str(exc)) from None
         except (ValueError, msgpack.UnpackException) as exc:
@@ -336,7 +346,10 @@ def open_cache(
         return None, str(exc)
     if inputs != found.get("inputs"):
         return None, "--input is not the files verify1 read (they changed, or others were given)"
-    return Cache(folder, data_row_bytes(server)), ""
+    rows = found.get("rows")
+    if not isinstance(rows, dict):
+        return None, "its manifest does not count the records"
+    return Cache(folder, data_row_bytes(server), rows), ""
 
 
 def _record_fields(record_id: str | None, text: str | None) -> Record:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import random
 import subprocess
 import sys
 import time
@@ -14,27 +13,16 @@ from pathlib import Path
 import pytest
 
 from prio_processor.engine import keys
-from prio_processor.engine.client import Client
 from prio_processor.engine.server import Schedule
 from prio_processor.pipeline import runner
 from prio_processor.pipeline.workers import WorkerError, WorkerPool
 from prio_processor.storage import location
 
-from tests_support import PEER, Pair, run_verify_chain, vector_server
+from tests_support import PEER, Pair, run_verify_chain, tampered_shares, vector_server, write_parts
 from vectors import Case, full_chain_cases
 
 CASES = {c.name: c for c in full_chain_cases()}
 WORKER_COUNTS = (1, 2, 3)
-
-
-def _parts(lines: list[str], folder: Path, count: int) -> None:
-    """The lines spread over `count` part files (the last ones may be empty) and a marker."""
-    folder.mkdir(parents=True)
-    size = -(-len(lines) // count)
-    for k in range(count):
-        chunk = lines[k * size : (k + 1) * size]
-        (folder / f"part-{k:05d}.json").write_text("".join(line + "\n" for line in chunk))
-    (folder / "_SUCCESS").write_text("")
 
 
 def _chain(
@@ -85,7 +73,7 @@ def test_vector_cases_are_identical_for_any_worker_count(tmp_path, small_chunks,
     raw = {}
     for s in PEER:
         raw[s] = tmp_path / "raw" / s
-        _parts(case.raw_path(s).read_text().splitlines(), raw[s], 3)
+        write_parts(case.raw_path(s).read_text().splitlines(), raw[s], 3)
     produced = _outputs_by_workers(servers, raw, tmp_path, schedule)
     if not name.endswith("e_fixed_point"):  # the other cases reject records: their lists are compared too
         assert any(key.startswith("rejects/") and data for key, data in produced[0].items())
@@ -101,35 +89,14 @@ def test_vector_cases_are_identical_for_any_worker_count(tmp_path, small_chunks,
             assert {json.loads(line)["id"] for line in written.splitlines()} == accepted[s]
 
 
-def _tampered_shares(pair: Pair, count: int, seed: int) -> dict[str, list[str]]:
-    """Shares with bad lines, duplicates across chunks, and packets that fail at one server only."""
-    rng = random.Random(seed)
-    client = Client(pair.config)
-    vectors = [[rng.randint(0, 1) for _ in range(pair.config.n_data)] for _ in range(count)]
-    packets = client.encode_batch(vectors)
-    lines: dict[str, list[str]] = {"A": [], "B": []}
-    for k, pair_of_packets in enumerate(packets):
-        for s, packet in zip("AB", pair_of_packets):
-            payload = base64.b64encode(packet).decode()
-            if k % 7 == 3 and s == "A":  # fails at A only: shifts A's sequential points
-                payload = base64.b64encode(packet[:-1] + bytes([packet[-1] ^ 1])).decode()
-            lines[s].append(json.dumps({"id": f"c{k}", "payload": payload}))
-    for s in "AB":
-        lines[s].insert(5, "not json")
-        lines[s].insert(9, json.dumps({"id": "bad64", "payload": "QUJDRA="}))
-        lines[s].insert(11, lines[s][2])  # a duplicate in a later chunk
-        lines[s].append(lines[s][20])  # and at the very end
-    return lines
-
-
 @pytest.mark.parametrize("schedule", [Schedule.SEQUENTIAL, Schedule.FIXED])
 def test_generated_batch_with_bad_records_is_identical_for_any_worker_count(tmp_path, small_chunks, schedule):
     pair = Pair(23)
     servers = {"A": pair.a, "B": pair.b}
     raw = {}
-    for s, lines in _tampered_shares(pair, 40, seed=7).items():
+    for s, lines in tampered_shares(pair, 40, seed=7).items():
         raw[s] = tmp_path / "raw" / s
-        _parts(lines, raw[s], 4)
+        write_parts(lines, raw[s], 4)
     produced = _outputs_by_workers(servers, raw, tmp_path, schedule)
     for other in produced[1:]:
         assert other == produced[0]
@@ -149,7 +116,7 @@ def test_a_failing_worker_stops_the_stage(tmp_path):
             raise ZeroDivisionError("broken on purpose")
 
     steps = Broken(pair.a, Schedule.FIXED, runner.Tally("verify1"))
-    lines = _tampered_shares(pair, 25, seed=1)["A"]
+    lines = tampered_shares(pair, 25, seed=1)["A"]
     chunks = [runner.Chunk([(k + 1, line.encode()) for k, line in enumerate(lines)], "mem")]
     with pytest.raises(WorkerError, match="broken on purpose"), WorkerPool(steps, 2) as pool:
         pool.run(chunks, lambda chunk, result: None)
@@ -186,7 +153,7 @@ def _running(pid: int) -> bool:
 def test_workers_leave_when_their_parent_is_killed(tmp_path):
     pair = Pair(63)
     shares = tmp_path / "shares.ndjson"
-    lines = _tampered_shares(pair, 1500, seed=3)["A"]
+    lines = tampered_shares(pair, 1500, seed=3)["A"]
     shares.write_text("".join(line + "\n" for line in lines))
     env = dict(
         os.environ,
