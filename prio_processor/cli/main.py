@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import importlib
-from importlib.metadata import PackageNotFoundError, version
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -65,21 +65,42 @@ class LazyGroup(click.Group):
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         """The command list from `lazy_commands`, without importing the commands."""
-        rows = [(name, self.lazy_commands[name][1]) for name in self.list_commands(ctx)
-                if name in self.lazy_commands]
+        rows = [
+            (name, self.lazy_commands[name][1])
+            for name in self.list_commands(ctx)
+            if name in self.lazy_commands
+        ]
         if rows:
             with formatter.section("Commands"):
                 formatter.write_dl(rows)
 
 
-def package_version() -> str:
-    try:
-        return version("prio-processor")
-    except PackageNotFoundError:  # running from a source tree
-        return "unknown"
+def version_option(prog_name: str) -> Callable[[Any], Any]:
+    """--version, looked up only when asked for (package metadata is slow to load)."""
+
+    def show(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+        if not value or ctx.resilient_parsing:
+            return
+        from importlib import metadata
+
+        try:
+            found = metadata.version("prio-processor")
+        except metadata.PackageNotFoundError:  # running from a source tree
+            found = "unknown"
+        click.echo(f"{prog_name} {found}")
+        ctx.exit()
+
+    return click.option(
+        "--version",
+        is_flag=True,
+        expose_value=False,
+        is_eager=True,
+        callback=show,
+        help="Show the version and exit.",
+    )
 
 
 @click.group(cls=LazyGroup, lazy_commands=COMMANDS)
-@click.version_option(package_version(), "--version", prog_name="prio", message="%(prog)s %(version)s")
+@version_option("prio")
 def entry_point() -> None:
     """Prio servers' batch stages: verify client shares, aggregate, publish."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from ..cli.main import LazyGroup, package_version
+from ..cli.main import LazyGroup, version_option
 
 _MODULE = "prio_processor.firefox.subcommands"
 
@@ -43,9 +43,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 @click.group(cls=LazyGroup, lazy_commands=COMMANDS)
-@click.version_option(
-    package_version(), "--version", prog_name="prio-processor", message="%(prog)s %(version)s"
-)
+@version_option("prio-processor")
 def entry_point() -> None:
     """Firefox origin telemetry: stage prio pings, index published totals by origin, load and report them.
 

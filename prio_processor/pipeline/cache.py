@@ -9,11 +9,12 @@ verify1 also writes, for every input record in input order:
   rejected (for the whole packet and for each half verify2 and aggregate read),
   the share digest, and the record's other fields;
 * for verify2: the Beaver triple share, the evaluation point and this server's
-  share of h at that point (`<part>.rows`, one msgpack map per chunk);
-* for aggregate: the data share as it came (server A's elements, server B's
-  seed; `<part>.data`, fixed-size rows).
+  share of h at that point (`cache-<part>.rows`, one msgpack map per chunk,
+  which also holds the sum of the chunk's data shares for aggregate);
+* for aggregate's corrections: the data share as it came (server A's
+  elements, server B's seed; `cache-<part>.data`, fixed-size rows).
 
-`manifest.json`, written last, ties the cache to the exact --input files (uri
+`_manifest.json`, written last, ties the cache to the exact --input files (uri
 and version) and this server's settings. verify2 and aggregate given the same
 folder use it only if it matches; when it does not, or a record needs what
 verify1 did not compute (the sequential schedule drawing another point for it,
@@ -48,7 +49,9 @@ from .errors import RecordError, RejectReason
 from .stages import Opening, Problem, RawItem, Record, Selection
 
 FORMAT = 1
-MANIFEST = "manifest.json"
+# Names no reader takes for data (not part-*, *.json, *.ndjson, *.parquet; the manifest is a side file).
+MANIFEST = "_manifest.json"
+PREFIX = "cache-"
 ROWS_SUFFIX = ".rows"
 DATA_SUFFIX = ".data"
 #: The other fields of nearly every record: only its id (the payload's place is kept).
@@ -205,7 +208,7 @@ class CacheWriter:
         self._folder.clear_stale_temporaries()
         if self._folder.is_dir():
             for child in self._folder.children():
-                if child.name.endswith((ROWS_SUFFIX, DATA_SUFFIX)):
+                if child.name.startswith(PREFIX) and child.name.endswith((ROWS_SUFFIX, DATA_SUFFIX)):
                     child.delete()
         return self
 
@@ -214,8 +217,8 @@ class CacheWriter:
             self._close(None)
             self._stack = contextlib.ExitStack()
             self._files = (
-                self._stack.enter_context(self._folder.join(name + ROWS_SUFFIX).open_write()),
-                self._stack.enter_context(self._folder.join(name + DATA_SUFFIX).open_write()),
+                self._stack.enter_context(self._folder.join(PREFIX + name + ROWS_SUFFIX).open_write()),
+                self._stack.enter_context(self._folder.join(PREFIX + name + DATA_SUFFIX).open_write()),
             )
             self._name = name
         assert self._files is not None
@@ -257,10 +260,10 @@ class Cache:
         rows (if `with_data`; rows not asked for are skipped, not read)."""
         try:
             with contextlib.ExitStack() as stack:
-                rows = stack.enter_context(self.folder.join(part.name + ROWS_SUFFIX).open_read())
+                rows = stack.enter_context(self.folder.join(PREFIX + part.name + ROWS_SUFFIX).open_read())
                 data = None
                 if with_data:
-                    data = stack.enter_context(self.folder.join(part.name + DATA_SUFFIX).open_read())
+                    data = stack.enter_context(self.folder.join(PREFIX + part.name + DATA_SUFFIX).open_read())
                 seen = 0
                 for frame in msgpack.Unpacker(rows, raw=False):
                     count = _checked_rows(frame)

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from prio_processor.storage.locations import is_part_name
+
 ROOT = Path(__file__).resolve().parents[2]
 BIN = ROOT / "bin"
 VENV_BIN = Path(sys.executable).parent
@@ -182,7 +184,8 @@ def _files(root: Path) -> list[Path]:
 
 
 def _data_files(root: Path) -> list[Path]:
-    return [p for p in _files(root) if not p.name.startswith((".", "_"))]
+    """Files a reader takes for data (part-*, *.json, *.ndjson: not markers, temporaries or caches)."""
+    return [p for p in _files(root) if is_part_name(p.name)]
 
 
 # ------------------------------------------------------------------ static checks and usage
@@ -702,7 +705,7 @@ _RECORDING_PRIO = """#!/usr/bin/env bash
 # Records which prio command ran and whether a secret reached it, then runs prio.
 secrets=no
 [[ -n ${PRIVATE_KEY_HEX:-}${SHARED_SECRET:-}${PRIVATE_KEY_FILE:-}${SHARED_SECRET_FILE:-} ]] && secrets=yes
-echo "$1 ${2:-} secrets=$secrets rejects=${REJECTS:-}" >>"$PRIO_CALLS"
+echo "$1 ${2:-} ${3:-} secrets=$secrets cache=${CACHE:-none} rejects=${REJECTS:-}" >>"$PRIO_CALLS"
 exec "$REAL_PRIO" "$@"
 """
 
@@ -744,6 +747,18 @@ def test_secrets_rejects_and_process_count(tmp_path):
     assert _files(rejected), "verify1 rejected the over-long client and lists it"
     for shared in ("a-shared", "b-shared"):
         assert not [p for p in _files(tmp_path / "d" / shared) if "reject" in p.name]
+    # verify1, verify2 and aggregate share one cache per batch in the private bucket, deleted after aggregate.
+    cache = deployment.data_root("A") / "intermediate/internal/cache"
+    for line in stage_calls:
+        stage, batch = line.split()[0], line.split()[2] if line.split()[1] == "--batch-id" else None
+        kept = line.split("cache=", 1)[1].split()[0]
+        if stage == "publish":
+            assert kept == "none", line
+        else:
+            assert kept == f"{cache}/batch_id={batch}", line
+    assert not _files(cache)
+    for folder in ("a-shared", "b-shared", "b-private"):
+        assert not [p for p in _files(tmp_path / "d" / folder) if "cache" in str(p)]
 
 
 def test_cleanup(tmp_path):

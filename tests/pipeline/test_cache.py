@@ -89,8 +89,8 @@ def test_cached_chain_writes_what_the_shares_give(tmp_path, small_chunks, schedu
         assert len(notices) == 1 and "stopped using the cache" in notices[0], notices
     for s in PEER:
         kept = sorted(p.name for p in (tmp_path / "cache" / s).iterdir())
-        assert kept == ["manifest.json"] + sorted(
-            f"part-{k:05d}.json{x}" for k in range(4) for x in (".data", ".rows")
+        assert kept == ["_manifest.json"] + sorted(
+            f"cache-part-{k:05d}.json{x}" for k in range(4) for x in (".data", ".rows")
         )
 
 
@@ -161,7 +161,7 @@ def test_damaged_cache_is_noticed_and_the_shares_are_read(tmp_path):
     pair = Pair(15)
     raw = _shares(pair, tmp_path)
     _verify1_with_cache(pair, raw, tmp_path)
-    rows = tmp_path / "cache" / "A" / "part-00002.json.rows"
+    rows = tmp_path / "cache" / "A" / "cache-part-00002.json.rows"
     rows.write_bytes(rows.read_bytes()[:-7])
     expected, _ = _verify2(pair, raw, tmp_path, "plain", kept=False)
     written, notices = _verify2(pair, raw, tmp_path, "cached")
@@ -205,15 +205,15 @@ def test_a_rerun_of_verify1_replaces_the_cache_whole(tmp_path):
     raw = _shares(pair, tmp_path)
     _verify1_with_cache(pair, raw, tmp_path)
     (raw["A"] / "part-00003.json").unlink()
-    stale = tmp_path / "cache" / "A" / "part-00003.json.rows"
+    stale = tmp_path / "cache" / "A" / "cache-part-00003.json.rows"
     assert stale.exists()
     _verify1_with_cache(pair, raw, tmp_path)
     assert not stale.exists()
-    manifest = json.loads((tmp_path / "cache" / "A" / "manifest.json").read_text())
+    manifest = json.loads((tmp_path / "cache" / "A" / "_manifest.json").read_text())
     assert [Path(i["uri"]).name for i in manifest["inputs"]] == [f"part-{k:05d}.json" for k in range(3)]
     assert "mac" in manifest["prio_settings"]
     secret = base64.b64encode(pair.seed).decode()
-    assert secret not in (tmp_path / "cache" / "A" / "manifest.json").read_text()
+    assert secret not in (tmp_path / "cache" / "A" / "_manifest.json").read_text()
 
 
 @pytest.mark.parametrize("where", ["output", "input"])
