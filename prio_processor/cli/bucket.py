@@ -7,6 +7,7 @@ import sys
 import click
 
 from ..storage import location, ops
+from ..storage.locations import GCS_SCHEME
 from .base import storage_errors as _storage_errors
 from .main import entry_point
 
@@ -78,6 +79,9 @@ def wait(
             retry_backoff_exponent,
             report=lambda line: click.echo(line, err=True),
             stamp=stamp,
+            # A local marker is a cheap look: take it as soon as it appears. In a bucket every
+            # look is a request: once a second at most.
+            poll=1.0 if path.startswith(GCS_SCHEME) else 0.05,
         )
     if not found:
         click.echo(f"Reached the maximum number of retries waiting for {path}.", err=True)

@@ -100,16 +100,26 @@ def wait_for(
     sleep: Callable[[float], None] = time.sleep,
     report: Callable[[str], None] = lambda _: None,
     stamp: str | None = None,
+    poll: float | None = None,
 ) -> bool:
     """Wait until `target` exists (holding `stamp`, if given), sleeping retry_delay * backoff**k.
 
-    Gives up (returns False) after retry_limit + 1 sleeps, as the original did.
+    Gives up (returns False) after retry_limit + 1 sleeps, as the original did. With `poll`,
+    each sleep is cut into slices of at most that many seconds, looking again after each: the
+    marker is taken as soon as it appears, with the same patience in all.
     """
     delay = retry_delay
     for attempt in range(retry_limit + 1):
         if _marker_ready(target, stamp, report):
             return True
         report(f"waiting {delay:g}s for {target} (attempt {attempt + 1} of {retry_limit + 1})")
-        sleep(delay)
+        if poll is None or poll >= delay:
+            sleep(delay)
+        else:
+            deadline = time.monotonic() + delay
+            while (left := deadline - time.monotonic()) > 0:
+                sleep(min(poll, left))
+                if left > poll and _marker_ready(target, stamp, lambda _: None):
+                    return True
         delay *= backoff
     return _marker_ready(target, stamp, report)

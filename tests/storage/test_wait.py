@@ -1,0 +1,42 @@
+"""Waiting for a partner's marker: the original's patience, without sleeping past its arrival."""
+
+from __future__ import annotations
+
+from prio_processor.storage import location, ops
+
+
+def test_a_marker_that_appears_mid_sleep_is_taken_at_the_next_look(tmp_path):
+    marker = tmp_path / "_SUCCESS"
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        if len(slept) == 3:
+            marker.write_text("")
+
+    reports: list[str] = []
+    found = ops.wait_for(location(marker), 5, 30.0, 2.0, sleep=sleep, report=reports.append, poll=0.05)
+    assert found
+    assert slept == [0.05, 0.05, 0.05]  # three looks into the first 30 s sleep, not 30 s
+    assert reports == [f"waiting 30s for {marker} (attempt 1 of 6)"]
+
+
+def test_without_poll_every_sleep_is_whole_and_patience_runs_out(tmp_path):
+    slept: list[float] = []
+    found = ops.wait_for(location(tmp_path / "_SUCCESS"), 2, 1.0, 2.0, sleep=slept.append)
+    assert not found
+    assert slept == [1.0, 2.0, 4.0]
+
+
+def test_a_marker_of_other_inputs_is_not_taken_between_looks(tmp_path):
+    marker = tmp_path / "_SUCCESS"
+    marker.write_text("batch=3")
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        if len(slept) == 4:
+            marker.write_text("batch=5")
+
+    found = ops.wait_for(location(marker), 3, 0.2, 1.0, sleep=sleep, stamp="batch=5", poll=0.05)
+    assert found and slept == [0.05] * 4
