@@ -9,10 +9,13 @@ verify1 also writes, for every input record in input order:
   rejected (for the whole packet and for each half verify2 and aggregate read),
   the share digest, and the record's other fields;
 * for verify2: the Beaver triple share, the evaluation point and this server's
-  share of h at that point (`cache-<part>.rows`, one msgpack map per chunk,
-  which also holds the sum of the chunk's data shares for aggregate);
-* for aggregate's corrections: the data share as it came (server A's
-  elements, server B's seed; `cache-<part>.data`, fixed-size rows).
+  share of h at that point;
+* for aggregate: the sum of the data shares of each chunk's packets verify1
+  evaluated. aggregate takes back out the few whose proof failed (and adds any
+  it accepts that verify1 did not evaluate), opening just those shares again
+  from the input.
+
+`cache-<part>.rows` holds one msgpack map per chunk.
 
 `_manifest.json`, written last, ties the cache to the exact --input files (uri
 and version) and this server's settings. verify2 and aggregate given the same
@@ -28,7 +31,6 @@ the server's private storage only, never in a bucket the partner reads.
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 from collections.abc import Callable, Iterator, Sequence
 from typing import IO, Any
@@ -40,10 +42,9 @@ from ..engine import limbs
 from ..engine.errors import PacketError
 from ..engine.field import ELEMENT_BYTES
 from ..engine.fingerprint import same_mac
-from ..engine.prg import SEED_BYTES
-from ..engine.server import SERVER_A, Schedule, Server, verify2_messages
+from ..engine.server import Schedule, Server, verify2_messages
 from ..storage import Location, StorageError
-from ..storage.records import dumps
+from ..storage.records import dumps, read_raw
 from . import settings, stages
 from .errors import RecordError, RejectReason
 from .stages import Opening, Problem, RawItem, Record, Selection
@@ -53,7 +54,6 @@ FORMAT = 1
 MANIFEST = "_manifest.json"
 PREFIX = "cache-"
 ROWS_SUFFIX = ".rows"
-DATA_SUFFIX = ".data"
 #: The other fields of nearly every record: only its id (the payload's place is kept).
 _ID_ONLY = ["id", "payload"]
 _TRIPLE_BYTES = 3 * ELEMENT_BYTES
@@ -61,11 +61,6 @@ _TRIPLE_BYTES = 3 * ELEMENT_BYTES
 
 class CacheMiss(Exception):
     """The cache cannot answer for a record (or is damaged): the stage reads the shares instead."""
-
-
-def data_row_bytes(server: Server) -> int:
-    """Bytes per record in `<part>.data`: server A's data share elements, or server B's seed."""
-    return server.config.n_data * ELEMENT_BYTES if server.index == SERVER_A else SEED_BYTES
 
 
 def _problem_out(problem: Problem | None) -> list[str] | None:
@@ -114,7 +109,7 @@ class CachingVerify1Steps(stages.Verify1Steps):
 
     def compute(  # type: ignore[override]  # the records, and what the cache keeps of the chunk
         self, kept: Any, selections: Sequence[Selection]
-    ) -> tuple[list[Record], bytes, bytes]:
+    ) -> tuple[list[Record], bytes, int]:
         openings, packets, halves = kept
         chosen = [packets[s[0]] for s in selections]
         points = [int(s[1]) for s in selections]  # type: ignore[arg-type]
@@ -124,19 +119,7 @@ class CachingVerify1Steps(stages.Verify1Steps):
         ]
         evaluated = {s[0]: (point, h) for s, point, h in zip(selections, points, h_values)}
         data_sum = limbs.to_bytes11(data.sum(axis=1)).tobytes()
-        return records, _frame(openings, packets, halves, evaluated, data_sum), self._data_rows(packets)
-
-    def _data_rows(self, packets: Sequence[Any]) -> bytes:
-        size = data_row_bytes(self.server)
-        rows = []
-        for kept in packets:
-            if kept is None:
-                rows.append(bytes(size))
-            elif self.server.index == SERVER_A:
-                rows.append(kept[2].data_rows.tobytes())
-            else:
-                rows.append(kept[2].seed)
-        return b"".join(rows)
+        return records, _frame(openings, packets, halves, evaluated, data_sum), len(openings)
 
 
 def _frame(
@@ -191,15 +174,14 @@ def manifest(server: Server, schedule: Schedule, parts: Sequence[Location]) -> d
 
 
 class CacheWriter:
-    """Writes a cache folder: each input part's rows and data files, then the manifest."""
+    """Writes a cache folder: each input part's frames, then the manifest."""
 
     def __init__(self, folder: Location, server: Server, schedule: Schedule, parts: Sequence[Location]):
         self._folder = folder
         self._manifest = manifest(server, schedule, parts)
-        self._row_bytes = data_row_bytes(server)
         self._rows: dict[str, int] = {}  # records per part: a file cut short is noticed
         self._stack: contextlib.ExitStack | None = None
-        self._files: tuple[IO[bytes], IO[bytes]] | None = None
+        self._file: IO[bytes] | None = None
         self._name: str | None = None
 
     def __enter__(self) -> CacheWriter:
@@ -208,31 +190,29 @@ class CacheWriter:
         self._folder.clear_stale_temporaries()
         if self._folder.is_dir():
             for child in self._folder.children():
-                if child.name.startswith(PREFIX) and child.name.endswith((ROWS_SUFFIX, DATA_SUFFIX)):
+                if child.name.startswith(PREFIX) and child.name.endswith(ROWS_SUFFIX):
                     child.delete()
         return self
 
-    def write(self, name: str, frame: bytes, data: bytes) -> None:
+    def write(self, name: str, frame: bytes, rows: int) -> None:
+        """A chunk's frame of `rows` records of the input part `name`."""
         if name != self._name:
             self._close(None)
             self._stack = contextlib.ExitStack()
-            self._files = (
-                self._stack.enter_context(self._folder.join(PREFIX + name + ROWS_SUFFIX).open_write()),
-                self._stack.enter_context(self._folder.join(PREFIX + name + DATA_SUFFIX).open_write()),
-            )
+            target = self._folder.join(PREFIX + name + ROWS_SUFFIX)
+            self._file = self._stack.enter_context(target.open_write())
             self._name = name
-        assert self._files is not None
-        self._rows[name] = self._rows.get(name, 0) + len(data) // self._row_bytes
+        assert self._file is not None
+        self._rows[name] = self._rows.get(name, 0) + rows
         try:
-            self._files[0].write(frame)
-            self._files[1].write(data)
+            self._file.write(frame)
         except OSError as exc:
             problem = exc.strerror or exc
             raise StorageError(f"cannot write the cache in {self._folder.uri}: {problem}") from None
 
     def _close(self, exc: BaseException | None) -> None:
         if self._stack is not None:
-            stack, self._stack, self._files = self._stack, None, None
+            stack, self._stack, self._file = self._stack, None, None
             stack.__exit__(type(exc) if exc else None, exc, None)
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
@@ -248,47 +228,25 @@ class CacheWriter:
 class Cache:
     """A cache folder whose manifest matches a stage's inputs and settings."""
 
-    def __init__(self, folder: Location, row_bytes: int, rows: dict[str, int]) -> None:
+    def __init__(self, folder: Location, rows: dict[str, int]) -> None:
         self.folder = folder
-        self._row_bytes = row_bytes
         self._rows = rows
 
-    def frames(
-        self, part: Location, with_data: bool
-    ) -> Iterator[tuple[dict[str, Any], Callable[[], bytes]]]:
-        """The frames verify1 wrote for `part`, in order, each with a function that reads its data
-        rows (if `with_data`; rows not asked for are skipped, not read)."""
+    def frames(self, part: Location) -> Iterator[dict[str, Any]]:
+        """The frames verify1 wrote for `part`, in order."""
+        name = PREFIX + part.name + ROWS_SUFFIX
         try:
-            with contextlib.ExitStack() as stack:
-                rows = stack.enter_context(self.folder.join(PREFIX + part.name + ROWS_SUFFIX).open_read())
-                data = None
-                if with_data:
-                    data = stack.enter_context(self.folder.join(PREFIX + part.name + DATA_SUFFIX).open_read())
+            with self.folder.join(name).open_read() as rows:
                 seen = 0
                 for frame in msgpack.Unpacker(rows, raw=False):
-                    count = _checked_rows(frame)
-                    seen += count
-                    size = count * self._row_bytes
-                    block: list[bytes] = []
-
-                    def read(size: int = size, block: list[bytes] = block) -> bytes:
-                        if data is None:
-                            raise CacheMiss("the data rows were not opened")
-                        if not block:
-                            block.append(data.read(size))
-                            if len(block[0]) != size:
-                                raise CacheMiss(f"{part.name}{DATA_SUFFIX} in the cache is cut short")
-                        return block[0]
-
-                    yield frame, read
-                    if data is not None and not block:
-                        data.seek(size, io.SEEK_CUR)
+                    seen += _checked_rows(frame)
+                    yield frame
                 if seen != self._rows.get(part.name):
-                    raise CacheMiss(f"{part.name}{ROWS_SUFFIX} in the cache is cut short")
+                    raise CacheMiss(f"{name} in the cache is cut short")
         except StorageError as exc:
             raise CacheMiss(str(exc)) from None
         except (ValueError, msgpack.UnpackException) as exc:
-            raise CacheMiss(f"{part.name}{ROWS_SUFFIX} in the cache is damaged ({exc})") from None
+            raise CacheMiss(f"{name} in the cache is damaged ({exc})") from None
 
 
 _FRAME_LISTS = ("ids", "problems", "open", "open_h", "open_data", "digests", "fields")
@@ -352,7 +310,7 @@ def open_cache(
     rows = found.get("rows")
     if not isinstance(rows, dict):
         return None, "its manifest does not count the records"
-    return Cache(folder, data_row_bytes(server), rows), ""
+    return Cache(folder, rows), ""
 
 
 def _record_fields(record_id: str | None, text: str | None) -> Record:
@@ -382,7 +340,7 @@ def _opened(opening: Opening) -> bool:
 class CachedVerify2Steps(stages.Verify2Steps):
     """verify2 over cache frames: the same decisions, with h(r) from verify1."""
 
-    def open_frame(self, frame: dict[str, Any], data: Callable[[], bytes]) -> tuple[list[Opening], Any]:
+    def open_frame(self, frame: dict[str, Any], shares: RawRecords) -> tuple[list[Opening], Any]:
         openings = _openings(frame, "open_h")
         return openings, (frame, [_opened(o) for o in openings])
 
@@ -416,14 +374,14 @@ class CachedVerify2Steps(stages.Verify2Steps):
 
 class CachedAggregateSteps(stages.AggregateSteps):
     """aggregate over cache frames: the same decisions, and the sum of the data shares verify1
-    evaluated, corrected by the few shares whose proof failed (read from the data rows)."""
+    evaluated, corrected by the few shares whose proof failed (opened again from the input)."""
 
-    def open_frame(self, frame: dict[str, Any], data: Callable[[], bytes]) -> tuple[list[Opening], Any]:
+    def open_frame(self, frame: dict[str, Any], shares: RawRecords) -> tuple[list[Opening], Any]:
         openings = _openings(frame, "open_data")
-        return openings, (frame, data, [_opened(o) for o in openings])
+        return openings, (frame, shares, [_opened(o) for o in openings])
 
     def compute(self, kept: Any, selections: Sequence[Selection]) -> Any:
-        frame, data, opened = kept
+        frame, shares, opened = kept
         if not selections:
             return None
         n = self.server.config.n_data
@@ -437,19 +395,61 @@ class CachedAggregateSteps(stages.AggregateSteps):
         added = [p for p in sorted(chosen) if not evaluated[p]]
         total = limbs.from_bytes11(np.frombuffer(frame["data_sum"], dtype=np.uint8).reshape(n, ELEMENT_BYTES))
         if left_out or added:
-            block = data()
+            positions = sorted(left_out + added)
+            items = dict(zip(positions, shares.at(positions)))
             if left_out:
-                total = total - self._shares(block, left_out).sum(axis=1)
+                total = total - self._data_shares([items[p] for p in left_out], shares.source).sum(axis=1)
             if added:
-                total = total + self._shares(block, added).sum(axis=1)
+                total = total + self._data_shares([items[p] for p in added], shares.source).sum(axis=1)
         return limbs.canonical(total)[:, None, :]
 
-    def _shares(self, block: bytes, positions: list[int]) -> limbs.Limbs:
-        size = data_row_bytes(self.server)
-        if self.server.index == SERVER_A:
-            rows = np.frombuffer(block, dtype=np.uint8).reshape(-1, self.server.config.n_data, ELEMENT_BYTES)
-            return self.server.data_shares_from(rows[positions])
-        return self.server.data_shares_from([block[p * size:(p + 1) * size] for p in positions])
+    def _data_shares(self, items: list[RawItem], source: str) -> limbs.Limbs:
+        """The data shares of input records, opened again."""
+        packets = []
+        for item in items:
+            try:
+                _, payload = stages.id_and_payload(stages.as_record(item, source))
+                packets.append(self.server.open(payload, stages.DATA_ONLY))
+            except (RecordError, PacketError):
+                raise CacheMiss("a share no longer opens as it did in verify1") from None
+        return self.server.data_shares(packets)
+
+
+class RawRecords:
+    """The input records of one cache frame, read (unparsed) only when asked for: the input
+    part is read forward once, as far as the last record asked for."""
+
+    def __init__(self, part: Location, reader: Iterator[Any], first: int, count: int) -> None:
+        self.source = part.uri
+        self._reader = reader
+        self._first = first
+        self._count = count
+        self._cursor: list[int] = [0]  # records of the part read so far (shared by a part's frames)
+
+    def at(self, positions: Sequence[int]) -> list[RawItem]:
+        found: list[RawItem] = []
+        for position in sorted(positions):
+            if not 0 <= position < self._count:
+                raise CacheMiss("a cache frame names a record it does not hold")
+            target = self._first + position
+            if target < self._cursor[0]:
+                raise CacheMiss("records of the input were asked for out of order")
+            item: RawItem | None = None
+            while self._cursor[0] <= target:
+                item = next(self._reader, None)
+                if item is None:
+                    raise CacheMiss(f"{self.source} holds fewer records than verify1 read")
+                self._cursor[0] += 1
+            assert item is not None  # the record at `target`: the loop ran at least once
+            found.append(item)
+        return found
+
+    def following(self, count: int) -> RawRecords:
+        """The records of the next frame, `count` of them, from the same reader."""
+        after = RawRecords.__new__(RawRecords)
+        after.source, after._reader, after._cursor = self.source, self._reader, self._cursor
+        after._first, after._count = self._first + self._count, count
+        return after
 
 
 CachedSteps = CachedVerify2Steps | CachedAggregateSteps
@@ -466,15 +466,20 @@ def run_cached(
     tags: Sequence[Any],
     emit: Callable[[Any, Any], None],
     progress: Callable[[int], None],
+    max_line: int,
 ) -> None:
-    """A stage's steps over the cache frames of every part, in order; `emit(tag, result)`."""
-    with_data = isinstance(steps, CachedAggregateSteps)
+    """A stage's steps over the cache frames of every part, in order; `emit(tag, result)`.
+    Records of the input are read only where the cache cannot answer for them (aggregate's
+    corrections), and then only up to the last one needed."""
     try:
         for part, tag in zip(parts, tags):
-            for frame, data in cache.frames(part, with_data):
-                openings, kept = steps.open_frame(frame, data)
-                progress(len(openings))
-                selections = steps.decide(openings, _no_raw_records, part.uri)
-                emit(tag, steps.compute(kept, selections))
+            with contextlib.closing(read_raw(part, max_line)) as reader:
+                shares = RawRecords(part, reader, 0, 0)
+                for frame in cache.frames(part):
+                    shares = shares.following(len(frame["ids"]))
+                    openings, kept = steps.open_frame(frame, shares)
+                    progress(len(openings))
+                    selections = steps.decide(openings, _no_raw_records, part.uri)
+                    emit(tag, steps.compute(kept, selections))
     finally:
         steps.close()

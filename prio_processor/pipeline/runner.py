@@ -319,7 +319,7 @@ def verify1(
             else:
                 with CacheWriter(cache, server, schedule, parts) as kept:
 
-                    def emit(chunk: Chunk, result: tuple[list[Record], bytes, bytes]) -> None:
+                    def emit(chunk: Chunk, result: tuple[list[Record], bytes, int]) -> None:
                         outputs.write(chunk.tag, result[0])
                         kept.write(chunk.tag, result[1], result[2])
 
@@ -428,7 +428,7 @@ def _verify2(
                     run_chunks(steps, chunks, emit, workers)
                 else:
                     cached = CachedVerify2Steps(server, schedule, internal, external, tally)
-                    run_cached(cached, cache, parts, names, outputs.write, progress)
+                    run_cached(cached, cache, parts, names, outputs.write, progress, max_line)
     return tally
 
 
@@ -478,7 +478,7 @@ def _aggregate(
                 cached = CachedAggregateSteps(server, internal, external, tally)
                 tags = [None] * len(parts)
                 add = lambda tag, partial: stages.add_partial(total, partial)  # noqa: E731
-                run_cached(cached, cache, parts, tags, add, progress)
+                run_cached(cached, cache, parts, tags, add, progress, max_line)
     record = stages.aggregate_record(server, total, tally, check.schedule)
     with RecordWriter(_named(folder, internal_loc, "aggregate.ndjson")) as out:
         out.write(record)

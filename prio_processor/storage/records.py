@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -51,7 +51,7 @@ LineSpan = tuple[int, int, int]
 
 def read_raw(
     loc: Location, max_line: int = DEFAULT_MAX_LINE
-) -> Iterator[RawLine | dict[str, Any] | BadRecord]:
+) -> Generator[RawLine | dict[str, Any] | BadRecord, None, None]:
     """Like `read_records`, but JSON lines come unparsed, as (line number, bytes): parsing
     a share's line is much of a stage's work, so it is done where the rest of it is."""
     if _is_parquet(loc):
