@@ -9,6 +9,7 @@ uint8 rows of big-endian bytes so that whole batches convert at once.
 from __future__ import annotations
 
 import builtins
+import re
 import struct
 from dataclasses import dataclass
 
@@ -200,38 +201,37 @@ _LONG_HEADER = 0xA0 | ELEMENT_BYTES  # fixstr of 11 bytes: most elements
 _ITEM_BYTES = ELEMENT_BYTES + 1
 
 
-#: Item headers examined at a time while extending a run of 11-byte elements: long enough
-#: for a typical run (about 1 element in 128 is shorter), short enough not to scan far past it.
 _RUN_WINDOW = 256
+_NOT_LONG_HEADER = re.compile(b"[^" + re.escape(bytes([_LONG_HEADER])) + b"]")
 _LONG_HEADER_BYTE = bytes([_LONG_HEADER])
 
 
 def _fast_elements(data: bytes, start: int, count: int) -> tuple[np.ndarray, int] | None:
     """Rows of `count` fixstr elements starting at `start`, and the end offset.
 
-    Elements are almost all 11 bytes (values below 2**80 are rare), so the items
-    are found as runs of 12-byte items (their headers taken as one strided byte
-    string) with short items between them, then copied, runs as strided views.
-    None when an item is not a fixstr of at most 11 bytes; the caller then reads
-    the items with full type checks.
+    Elements are almost all 11 bytes (values below 2**80 are rare): runs of 12-byte items are
+    found by searching their headers (taken as one strided byte string) for the first that
+    is not a long item's. Each short item is padded to 12 bytes, so that the items joined are
+    one (count, 12) array whose header column is dropped. None when an item is not a fixstr
+    of at most 11 bytes; the caller then reads the items with full type checks.
     """
     size = len(data)
-    runs: list[tuple[int, int, int]] = []  # (position, first row, rows) of 12-byte items
-    shorts: list[tuple[int, int, int]] = []  # (row, position, length) of shorter items
+    view = memoryview(data)
+    pieces: list[bytes | memoryview] = []
     position, done = start, 0
     while done < count:
-        fit = min(count - done, (size - position) // _ITEM_BYTES)
+        fit = max(0, min(count - done, (size - position) // _ITEM_BYTES))
         run = 0
-        while run < fit:
-            window = min(fit - run, _RUN_WINDOW)
+        while run < fit:  # headers a window at a time: a typical run is about 128 items
             begin = position + _ITEM_BYTES * run
-            headers = data[begin:begin + _ITEM_BYTES * window:_ITEM_BYTES]
-            same = window - len(headers.lstrip(_LONG_HEADER_BYTE))
-            run += same
-            if same < window:
+            window = min(fit - run, _RUN_WINDOW)
+            found = _NOT_LONG_HEADER.search(data[begin:begin + _ITEM_BYTES * window:_ITEM_BYTES])
+            if found is not None:
+                run += found.start()
                 break
+            run += window
         if run:
-            runs.append((position, done, run))
+            pieces.append(view[position:position + _ITEM_BYTES * run])
             position += _ITEM_BYTES * run
             done += run
             if done == count:
@@ -243,19 +243,12 @@ def _fast_elements(data: bytes, start: int, count: int) -> tuple[np.ndarray, int
         length = tag & 0x1F
         if not 0xA0 <= tag < _LONG_HEADER or position + 1 + length > size:
             return None
-        shorts.append((done, position, length))
+        value = data[position + 1:position + 1 + length]
+        pieces.append(_LONG_HEADER_BYTE + bytes(ELEMENT_BYTES - length) + value)
         position += 1 + length
         done += 1
-    buf = np.frombuffer(data, dtype=np.uint8)
-    rows = np.empty((count, ELEMENT_BYTES), dtype=np.uint8)
-    for at, first, run in runs:
-        rows[first:first + run] = buf[at:at + _ITEM_BYTES * run].reshape(run, _ITEM_BYTES)[:, 1:]
-    flat = rows.reshape(-1).data
-    for row, at, length in shorts:
-        offset = row * ELEMENT_BYTES
-        flat[offset:offset + ELEMENT_BYTES - length] = bytes(ELEMENT_BYTES - length)
-        flat[offset + ELEMENT_BYTES - length:offset + ELEMENT_BYTES] = data[at + 1:at + 1 + length]
-    return rows, position
+    items = np.frombuffer(b"".join(pieces), dtype=np.uint8).reshape(count, _ITEM_BYTES)
+    return items[:, 1:], position
 
 
 @dataclass
