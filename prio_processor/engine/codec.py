@@ -306,12 +306,37 @@ def read_client_packet(
     return packet
 
 
+def _short_elements(data: bytes, count: int) -> list[int] | None:
+    """The first `count` elements of `data` when each is a fixstr below the modulus (nearly
+    every verification packet), else None: the reader then decides, with its checks."""
+    values, position, size = [], 0, len(data)
+    for _ in range(count):
+        if position >= size:
+            return None
+        tag = data[position]
+        end = position + 1 + (tag & 0x1F)
+        if not 0xA0 <= tag <= _LONG_HEADER or end > size:
+            return None
+        value = int.from_bytes(data[position + 1:end], "big")
+        if value >= MODULUS:
+            return None
+        values.append(value)
+        position = end
+    return values
+
+
 def read_verify1(data: bytes) -> tuple[int, int]:
+    fast = _short_elements(data, 2)
+    if fast is not None:
+        return fast[0], fast[1]
     reader = _Reader(data)
     return reader.element(), reader.element()
 
 
 def read_verify2(data: bytes) -> int:
+    fast = _short_elements(data, 1)
+    if fast is not None:
+        return fast[0]
     return _Reader(data).element()
 
 

@@ -137,12 +137,16 @@ def _needs_json(record: Any) -> bool:
 
 
 def _has_float(value: Any) -> bool:
-    if isinstance(value, float):
+    # Exact types (parsers make no subclasses), and no call for the strings and integers
+    # that fill nearly every record: this runs once per line of every input.
+    kind = type(value)
+    if kind is float:
         return True
-    if isinstance(value, dict):
-        return any(_has_float(v) for v in value.values())
-    if isinstance(value, list):
-        return any(_has_float(v) for v in value)
+    items = value.values() if kind is dict else value if kind is list else ()
+    for item in items:
+        kind = type(item)
+        if kind is float or ((kind is dict or kind is list) and _has_float(item)):
+            return True
     return False
 
 

@@ -115,3 +115,42 @@ def test_serialization_of_elements_is_minimal():
     packed = codec.pack_elements(rows)
     expected = [b"\x00", b"\x01", b"\xff", b"\x01\x00", (MODULUS - 1).to_bytes(11, "big")]
     assert packed == msgpack.packb(expected, use_bin_type=False)
+
+
+def _outcome(read):
+    try:
+        return read()
+    except PacketError as exc:
+        return exc.reason, exc.detail
+
+
+def _items(values: list[tuple[int, int, int]]) -> bytes:
+    """msgpack strings: (value, bytes it takes, header kind 0 fixstr / 1 str8 / 2 bin8)."""
+    out = b""
+    for value, width, kind in values:
+        body = value.to_bytes(max(width, (value.bit_length() + 7) // 8), "big")
+        out += [bytes([0xA0 | min(len(body), 31)]), bytes([0xD9, len(body)]), bytes([0xC4, len(body)])][
+            kind
+        ] + body
+    return out
+
+
+_ITEM = st.tuples(
+    st.one_of(st.integers(0, MODULUS - 1), st.integers(MODULUS, 2**88 - 1), st.integers(0, 255)),
+    st.integers(0, 13),
+    st.sampled_from([0, 0, 0, 1, 2]),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(st.lists(_ITEM, max_size=3).map(_items), st.binary(max_size=40)), st.integers(0, 40))
+def test_verification_packets_read_as_the_full_reader_reads_them(blob, cut):
+    """The fast path for plain short strings gives the reader's values and errors exactly."""
+    blob = blob[:cut] if cut < len(blob) else blob
+
+    def reader(count: int):
+        read = codec._Reader(blob)
+        return tuple(read.element() for _ in range(count))
+
+    assert _outcome(lambda: codec.read_verify1(blob)) == _outcome(lambda: reader(2))
+    assert _outcome(lambda: (codec.read_verify2(blob),)) == _outcome(lambda: reader(1))
