@@ -19,6 +19,8 @@ from .config import SEED_BYTES, PrgKeying
 from .field import ELEMENT_BYTES, MODULUS
 
 _ATTEMPT_BYTES = ELEMENT_BYTES + 1
+_P_LOW_80 = MODULUS & (2**80 - 1)
+assert _P_LOW_80 < 1 << 24
 _ZERO_IV = bytes(16)
 
 
@@ -102,10 +104,11 @@ def _accepted(attempts: np.ndarray) -> np.ndarray:
     top = attempts[..., ELEMENT_BYTES]
     ok = top < MODULUS >> 80
     edge = np.flatnonzero(top.reshape(-1) == MODULUS >> 80)
-    if len(edge):  # top byte equal to p's: compare the rest exactly (almost never below)
+    if len(edge):  # top byte equal to p's: below p only if the other 80 bits are below p's
         flat = attempts.reshape(-1, _ATTEMPT_BYTES)[edge]
-        rest = [int.from_bytes(row[1:ELEMENT_BYTES].tobytes(), "big") for row in flat]
-        ok.reshape(-1)[edge] = [value < MODULUS & (2**80 - 1) for value in rest]
+        # p's low 80 bits fit in the last three bytes: the seven before must be zero.
+        low = flat[:, 8].astype(np.int64) << 16 | flat[:, 9].astype(np.int64) << 8 | flat[:, 10]
+        ok.reshape(-1)[edge] = ~flat[:, 1:8].any(axis=1) & (low < _P_LOW_80)
     return ok
 
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import hashlib
 
+import numpy as np
 import pytest
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from prio_processor.engine import limbs
+from prio_processor.engine import limbs, prg
 from prio_processor.engine.field import MODULUS
 from prio_processor.engine.prg import Prg, PrgKeying, prg_key
 
@@ -54,3 +55,18 @@ def test_expanding_many_seeds_at_once(monkeypatch, keying):
     monkeypatch.setattr(prg_module, "_attempts_for", lambda need: need + 2)
     got = prg_module.expand_seeds(seeds, b"batch", keying, 50)
     assert [limbs.to_ints(got[:, i]) for i in range(len(seeds))] == expected
+
+
+def test_attempts_at_the_modulus_edge_are_judged_exactly():
+    """Attempts whose top byte equals p's are below p only if their other 80 bits are below p's:
+    the vectorized judgement agrees with the value's own comparison."""
+    rng = np.random.default_rng(7)
+    attempts = rng.integers(0, 256, size=(4000, 12), dtype=np.uint8)
+    attempts[:, 11] = rng.choice([0x7F, 0x80, 0x80, 0x81], size=4000)
+    zeroed = rng.random(4000) < 0.5  # many with bytes 1..7 zero, so the low bytes decide
+    attempts[zeroed, 1:8] = 0
+    few = np.flatnonzero(zeroed)[:1000]
+    attempts[few, 8] = rng.choice([0x07, 0x08, 0x09], size=len(few))
+    values = [int(row[11]) << 80 | int.from_bytes(row[1:11].tobytes(), "big") for row in attempts]
+    assert prg._accepted(attempts).tolist() == [v < MODULUS for v in values]
+    assert any(v < MODULUS and row[11] == 0x80 for v, row in zip(values, attempts))
