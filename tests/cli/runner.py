@@ -59,6 +59,9 @@ _PRIO_ENV = {
     "OUTPUT_B",
     "PRG_KEYING",
     "EVALUATION_POINT",
+    "REJECTS",
+    "WORKERS",
+    "CACHE",
 }
 
 RUNNERS = {"inprocess": run_inprocess, "subprocess": run_subprocess}

@@ -39,8 +39,11 @@ def _server_env(keys: dict, server: str, n_data: int, batch_id: str = "e2e") -> 
     }
 
 
-def run_all(run, keys, n_data, raw: dict[str, str], work: Path, extra_publish=(), schedule="sequential"):
-    """verify1 .. publish for both servers over raw inputs (files or folders); A's published record."""
+def run_all(
+    run, keys, n_data, raw: dict[str, str], work: Path, extra_publish=(), schedule="sequential", cache=None
+):
+    """verify1 .. publish for both servers over raw inputs (files or folders); A's published record.
+    With `cache`, a folder: verify1, verify2 and aggregate get CACHE=<cache>/<server>."""
     out = {s: work / s for s in "AB"}
     peer = {"A": "B", "B": "A"}
 
@@ -61,7 +64,10 @@ def run_all(run, keys, n_data, raw: dict[str, str], work: Path, extra_publish=()
                 ]
             if stage != "aggregate":
                 args += ["--evaluation-point", schedule]
-            result = run(args, _server_env(keys, s, n_data))
+            env = _server_env(keys, s, n_data)
+            if cache is not None:
+                env["CACHE"] = str(cache / s)
+            result = run(args, env)
             assert result.exit_code == 0, result.output
     records = {}
     for s in "AB":
@@ -126,6 +132,40 @@ def test_end_to_end_on_fresh_keys(runner, tmp_path):
     record = run_all(run, keys, 30, raw, tmp_path)
     assert record["payload"] == [sum(c) for c in zip(*rows)]
     assert (record["error"], record["total"]) == (0, 25)
+
+
+def test_cache_gives_the_same_outputs_and_says_when_it_is_not_used(tmp_path):
+    keys = _keys(run_inprocess)
+    rng = random.Random(3)
+    rows = [[rng.randint(0, 1) for _ in range(30)] for _ in range(20)]
+    raw = _encode(run_inprocess, keys, 30, rows, tmp_path)
+    plain = run_all(run_inprocess, keys, 30, raw, tmp_path / "plain", schedule="fixed")
+    cached = run_all(
+        run_inprocess, keys, 30, raw, tmp_path / "cached", schedule="fixed", cache=tmp_path / "c"
+    )
+    assert cached["payload"] == plain["payload"] == [sum(c) for c in zip(*rows)]
+    for s in "AB":
+        for stage in ("verify1", "verify2", "aggregate"):
+            written = {p.name: p.read_bytes() for p in (tmp_path / "cached" / s / stage).iterdir()}
+            assert written == {p.name: p.read_bytes() for p in (tmp_path / "plain" / s / stage).iterdir()}
+    assert not [p for p in (tmp_path / "cached").rglob("*") if "cache" in p.name]  # outputs hold no cache
+
+    Path(raw["A"]).write_bytes(Path(raw["A"]).read_bytes())  # rewritten: another file for the cache
+    verify1 = tmp_path / "cached"
+    result = run_inprocess(
+        ["verify2", "--input", raw["A"], "--output", str(tmp_path / "again"), "--evaluation-point", "fixed",
+         "--input-internal", str(next((verify1 / "A" / "verify1").iterdir())),
+         "--input-external", str(next((verify1 / "B" / "verify1").iterdir())),
+         "--cache", str(tmp_path / "c" / "A")],
+        _server_env(keys, "A", 30),
+    )
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == ["Running verify2", "0 errors out of 20 total"]
+    assert f"server A, batch e2e: verify2: not using the cache in {tmp_path / 'c' / 'A'}: --input is not" in (
+        result.stderr
+    )
+    again = next((tmp_path / "again").iterdir()).read_bytes()
+    assert again == next((tmp_path / "plain" / "A" / "verify2").iterdir()).read_bytes()
 
 
 def test_unsigned_integers(tmp_path):
