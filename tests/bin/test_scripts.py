@@ -465,6 +465,7 @@ def test_integrate_on_local_buckets_explains_the_planted_rejects():
     assert result.returncode == 0, result.stderr[-3000:]
     assert "both servers published the expected counts" in result.stdout
     assert "batch test-0: [14, 0, 0, 14, 0, 14, 14, 0, 0, 14]" in result.stdout
+    assert "using the cache" not in result.stderr  # verify2 and aggregate used verify1's cache
     assert "one client encoded with n_data + 1 values: both servers reject it" in result.stderr
     assert "no data for batch(es) test-2" in result.stderr
     assert "process A: batch test-2: verify1: data for test-2 does not exist, skipping..." in result.stderr
@@ -489,6 +490,8 @@ def test_integrate_on_the_gcs_api_server_with_server_b_late():
     assert "process A: waiting for gs://" in result.stderr
     assert "waiting 0.5s for gs://" in result.stderr
     assert "both servers published the expected counts" in result.stdout
+    # verify2 and aggregate took what they needed from verify1's cache in the gs:// private bucket.
+    assert "using the cache" not in result.stderr
 
 
 @pytest.mark.slow
