@@ -126,20 +126,6 @@ def _server(params: dict[str, Any], opts: ServerOptions) -> Server:
     return Server(opts.config, opts.server_id, key, seed.seed, opts.prg_keying)
 
 
-def _server_command(func: Callable) -> Callable:
-    for decorator in reversed(
-        [
-            options.data_config,
-            options.server_id_option,
-            options.private_key_options,
-            options.shared_secret_options,
-            options.public_key,
-        ]
-    ):
-        func = decorator(func)
-    return func
-
-
 @entry_point.command("shared-seed")
 def shared_seed() -> None:
     """Generate a shared server secret in base64."""
@@ -225,7 +211,7 @@ def _joined_inputs(params: dict[str, Any]) -> runner.Inputs:
 
 
 @entry_point.command()
-@_server_command
+@options.server_command
 @options.input_1
 @options.output_1
 @options.prg_keying
@@ -243,7 +229,7 @@ def verify1(**params: Any) -> None:
 
 
 @entry_point.command()
-@_server_command
+@options.server_command
 @options.input_1
 @options.input_2
 @options.output_1
@@ -262,7 +248,7 @@ def verify2(**params: Any) -> None:
 
 
 @entry_point.command()
-@_server_command
+@options.server_command
 @options.input_1
 @options.input_2
 @options.output_1
@@ -280,27 +266,7 @@ def aggregate(**params: Any) -> None:
 
 
 @entry_point.command()
-@options.data_config
-@options.server_id_option
-@options.private_key_options
-@options.shared_secret_options
-@options.public_key
-@options.input_2
-@options.output_1
-@options.rejects_option
-@click.option(
-    "--min-batch-size",
-    type=click.IntRange(min=0),
-    default=0,
-    show_default=True,
-    help="Refuse to publish totals of fewer valid clients than this (a privacy floor; 0 turns it off).",
-)
-@click.option(
-    "--prec",
-    type=click.IntRange(1, 64),
-    default=None,
-    help="The batch holds unsigned integers of this many bits: publish integer totals, not bit counts.",
-)
+@options.publish_options
 def publish(**params: Any) -> None:
     """Generate a final aggregate from both servers' aggregate shares
 

@@ -378,6 +378,30 @@ cache_option = click.option(
     "(otherwise the shares are read, with the same results).",
 )
 
+#: What every server stage takes: the batch, the server, its secrets and both public keys.
+server_command = _apply(data_config, server_id_option, private_key_options, shared_secret_options, public_key)
+
+#: publish, on `prio` and `prio-spark` alike.
+publish_options = _apply(
+    server_command,
+    input_2,
+    output_1,
+    rejects_option,
+    click.option(
+        "--min-batch-size",
+        type=click.IntRange(min=0),
+        default=0,
+        show_default=True,
+        help="Refuse to publish totals of fewer valid clients than this (a privacy floor; 0 turns it off).",
+    ),
+    click.option(
+        "--prec",
+        type=click.IntRange(1, 64),
+        default=None,
+        help="The batch holds unsigned integers of this many bits: publish integer totals, not bit counts.",
+    ),
+)
+
 prec_option = click.option(
     "--prec",
     type=click.IntRange(1, 64),

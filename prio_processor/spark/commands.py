@@ -87,13 +87,6 @@ def _server_spec(params: dict[str, Any], opts: ServerOptions) -> ServerSpec:
                       opts.prg_keying.value, keys.private_key_to_hex(key), seed.seed)
 
 
-def _server_command(func: Callable[..., None]) -> Callable[..., None]:
-    for decorator in reversed([options.data_config, options.server_id_option, options.private_key_options,
-                               options.shared_secret_options, options.public_key]):
-        func = decorator(func)
-    return func
-
-
 def _report(stage: str, label: str, counts: jobs.Counts) -> None:
     """The original's count line on stdout; reasons and hints on stderr, as `prio`."""
     report(stage, label, adapter.tally_from_counts(stage, counts.total, counts.reasons, counts.skipped))
@@ -144,7 +137,7 @@ def _run_server_stage(ctx: _Context, stage: str, params: dict[str, Any], plan: S
 
 
 @entry_point.command()
-@_server_command
+@options.server_command
 @options.input_1
 @options.output_1
 @options.prg_keying
@@ -167,7 +160,7 @@ def _joined_plan(stage: Callable[..., DataFrame], params: dict[str, Any]) -> Sta
 
 
 @entry_point.command()
-@_server_command
+@options.server_command
 @options.input_1
 @options.input_2
 @options.output_1
@@ -185,7 +178,7 @@ def verify2(ctx: _Context, **params: Any) -> None:
 
 
 @entry_point.command()
-@_server_command
+@options.server_command
 @options.input_1
 @options.input_2
 @options.output_1
@@ -202,20 +195,7 @@ def aggregate(ctx: _Context, **params: Any) -> None:
 
 
 @entry_point.command()
-@options.data_config
-@options.server_id_option
-@options.private_key_options
-@options.shared_secret_options
-@options.public_key
-@options.input_2
-@options.output_1
-@options.rejects_option
-@click.option("--min-batch-size", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Refuse to publish totals of fewer valid clients than this "
-                   "(a privacy floor; 0 turns it off).")
-@click.option("--prec", type=click.IntRange(1, 64), default=None,
-              help="The batch holds unsigned integers of this many bits: "
-                   "publish integer totals, not bit counts.")
+@options.publish_options
 @click.pass_obj
 def publish(ctx: _Context, **params: Any) -> None:
     """Generate a final aggregate from both servers' aggregate shares
