@@ -240,3 +240,20 @@ run_stage() {
         esac
     )
 }
+
+# stop_group PID: end the process group of PID, a background job that makes
+# itself a group (`exec setsid ...`): TERM, up to 5 seconds to exit, then KILL.
+# A job that has not become its own group yet is signalled by its pid alone, so
+# that it never goes on to start its group after this returned.
+stop_group() {
+    local pid=$1 _
+    [[ -n $pid ]] || return 0
+    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || return 0
+    kill -CONT -- "-$pid" 2>/dev/null || true
+    for _ in {1..50}; do
+        kill -0 -- "-$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL -- "-$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}

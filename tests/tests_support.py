@@ -6,6 +6,8 @@ import base64
 import json
 import os
 import random
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,6 +22,57 @@ from prio_processor.pipeline.tally import Tally
 from vectors import Case, read_payloads
 
 PEER = {"A": "B", "B": "A"}
+VENV_BIN = Path(sys.executable).parent
+#: What the bin/ scripts read from the environment: script tests start without any of it.
+SCRIPT_VARIABLES = frozenset(
+    {
+        "APP_NAME",
+        "SUBMISSION_DATE",
+        "BUCKET_PREFIX",
+        "DATA_CONFIG",
+        "SERVER_ID",
+        "SHARED_SECRET",
+        "PRIVATE_KEY_HEX",
+        "PRIVATE_KEY_FILE",
+        "SHARED_SECRET_FILE",
+        "PUBLIC_KEY_HEX_INTERNAL",
+        "PUBLIC_KEY_HEX_EXTERNAL",
+        "BUCKET_INTERNAL_PRIVATE",
+        "BUCKET_INTERNAL_SHARED",
+        "BUCKET_EXTERNAL_SHARED",
+        "BUCKET_EXTERNAL_PRIVATE",
+        "RETRY_LIMIT",
+        "RETRY_DELAY",
+        "RETRY_BACKOFF_EXPONENT",
+        "PRG_KEYING",
+        "EVALUATION_POINT",
+        "ENGINE",
+        "WORKERS",
+        "REJECTS",
+        "CACHE",
+        "STORAGE_EMULATOR_HOST",
+        "PING_INPUT",
+        "PING_SOURCE",
+        "STAGING_OUTPUT",
+        "DATABASE",
+        "DATASET",
+        "TABLE",
+        "ORIGIN_CONFIG",
+    }
+)
+
+
+def script_env(**extra: str) -> dict[str, str]:
+    """This process's environment without the scripts' variables, the venv first on PATH, and `extra`."""
+    env = {k: v for k, v in os.environ.items() if k not in SCRIPT_VARIABLES}
+    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
+    env.update(extra)
+    return env
+
+
+def prio_output(*args: str) -> str:
+    """What the venv's `prio` prints on stdout for `args` (it must succeed)."""
+    return subprocess.run([str(VENV_BIN / "prio"), *args], check=True, capture_output=True, text=True).stdout
 # Each server stage and the stage whose packets it joins.
 VERIFY_CHAIN = (("verify1", None), ("verify2", "verify1"), ("aggregate", "verify2"))
 
@@ -103,9 +156,13 @@ def vector_total_shares(case: Case) -> dict[str, TotalShare]:
 
 
 __all__ = [
+    "SCRIPT_VARIABLES",
+    "VENV_BIN",
     "Pair",
     "Schedule",
     "packet_index",
+    "prio_output",
+    "script_env",
     "tampered_shares",
     "vector_server",
     "vector_total_shares",

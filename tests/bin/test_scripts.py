@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,49 +13,12 @@ import pytest
 
 from prio_processor.storage.locations import is_part_name
 
+from tests_support import VENV_BIN, prio_output, script_env
+
 ROOT = Path(__file__).resolve().parents[2]
 BIN = ROOT / "bin"
-VENV_BIN = Path(sys.executable).parent
 SMALL_CONFIG = ROOT / "config" / "test-small.json"
 SCRIPTS = ("cleanup", "generate", "process", "integrate")
-
-_SCRIPT_VARIABLES = {
-    "APP_NAME",
-    "SUBMISSION_DATE",
-    "BUCKET_PREFIX",
-    "DATA_CONFIG",
-    "SERVER_ID",
-    "SHARED_SECRET",
-    "PRIVATE_KEY_HEX",
-    "PRIVATE_KEY_FILE",
-    "SHARED_SECRET_FILE",
-    "PUBLIC_KEY_HEX_INTERNAL",
-    "PUBLIC_KEY_HEX_EXTERNAL",
-    "BUCKET_INTERNAL_PRIVATE",
-    "BUCKET_INTERNAL_SHARED",
-    "BUCKET_EXTERNAL_SHARED",
-    "BUCKET_EXTERNAL_PRIVATE",
-    "RETRY_LIMIT",
-    "RETRY_DELAY",
-    "RETRY_BACKOFF_EXPONENT",
-    "PRG_KEYING",
-    "EVALUATION_POINT",
-    "ENGINE",
-    "STORAGE_EMULATOR_HOST",
-    "REJECTS",
-}
-
-
-def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in _SCRIPT_VARIABLES}
-    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
-    env.update(extra)
-    return env
-
-
-def _prio(*args: str) -> str:
-    return subprocess.run([str(VENV_BIN / "prio"), *args], check=True, capture_output=True, text=True).stdout
-
 
 # Two batches: test-0 gets data, test-1 (sorting last) is dropped by generate and skipped by the servers.
 TWO_BATCHES = [{"batch_id": "test-0", "n_data": 10}, {"batch_id": "test-1", "n_data": 3}]
@@ -72,9 +34,9 @@ class Deployment:
         self.n_rows = n_rows
         self.data_config = root / "data-config.json"
         self.data_config.write_text(json.dumps(batches or TWO_BATCHES))
-        keys = {s: json.loads(_prio("keygen")) for s in "AB"}
+        keys = {s: json.loads(prio_output("keygen")) for s in "AB"}
         self.keys = keys
-        self.seed = json.loads(_prio("shared-seed"))["shared_seed"]
+        self.seed = json.loads(prio_output("shared-seed"))["shared_seed"]
         common = {
             "APP_NAME": "test-app",
             "SUBMISSION_DATE": DATE,
@@ -86,7 +48,7 @@ class Deployment:
         }
         bucket = {name: root / name for name in ("a-private", "a-shared", "b-private", "b-shared")}
         self.bucket = bucket
-        self.admin = _env(
+        self.admin = script_env(
             **common,
             PUBLIC_KEY_HEX_INTERNAL=keys["A"]["public_key"],
             PUBLIC_KEY_HEX_EXTERNAL=keys["B"]["public_key"],
@@ -95,7 +57,7 @@ class Deployment:
         )
         self.server = {}
         for s, own, other in (("A", "a", "b"), ("B", "b", "a")):
-            self.server[s] = _env(
+            self.server[s] = script_env(
                 **common,
                 SERVER_ID=s,
                 SHARED_SECRET=self.seed,
@@ -214,7 +176,7 @@ def test_help_needs_no_variables(script):
 
 
 def test_process_names_every_missing_variable_at_once():
-    result = subprocess.run([str(BIN / "process")], env=_env(), capture_output=True, text=True)
+    result = subprocess.run([str(BIN / "process")], env=script_env(), capture_output=True, text=True)
     assert result.returncode == 2
     for name in (
         "APP_NAME",
@@ -438,7 +400,7 @@ def test_batches_answers_readiness_for_every_batch_in_one_call(tmp_path):
         (tmp_path / folder / "batch_id=x/part-0.ndjson").write_text("{}\n")
     (tmp_path / "one/batch_id=y").mkdir()
     (tmp_path / "one/batch_id=y/part-0.ndjson").write_text("{}\n")
-    out = _prio(
+    out = prio_output(
         "batches",
         "--data-config",
         str(config),
@@ -457,7 +419,7 @@ def test_batches_answers_readiness_for_every_batch_in_one_call(tmp_path):
 def test_integrate_on_local_buckets_explains_the_planted_rejects():
     result = subprocess.run(
         [str(BIN / "integrate"), "--n-rows", "15", "--server-b-delay", "0"],
-        env=_env(),
+        env=script_env(),
         capture_output=True,
         text=True,
         timeout=600,
@@ -480,7 +442,7 @@ def test_integrate_on_the_gcs_api_server_with_server_b_late():
     """Both servers as separate processes against one GCS API server (real client); B starts 4 s after A."""
     result = subprocess.run(
         [str(BIN / "integrate"), "--gcs-emulator", "--n-rows", "10", "--server-b-delay", "4"],
-        env=_env(RETRY_DELAY="0.5"),
+        env=script_env(RETRY_DELAY="0.5"),
         capture_output=True,
         text=True,
         timeout=600,
@@ -499,7 +461,7 @@ def test_integrate_stops_a_stopped_emulator_and_its_servers(tmp_path):
     """SIGSTOP the GCS API server mid-run, then stop bin/integrate: it exits and leaves nothing behind."""
     proc = subprocess.Popen(
         [str(BIN / "integrate"), "--gcs-emulator", "--n-rows", "5", "--server-b-delay", "30"],
-        env=_env(),
+        env=script_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -648,7 +610,7 @@ def test_a_partner_copy_from_other_inputs_is_not_taken_as_current(tmp_path):
     deployment.generate()
     deployment.run_both()
     for stage in ("verify1", "verify2", "aggregate"):
-        _prio(
+        prio_output(
             "bucket", "sync", "--stamp", "test-0=12",
             str(deployment.data_root("B") / "intermediate/internal" / stage),
             str(deployment.data_root("A", "shared") / "intermediate/external" / stage),

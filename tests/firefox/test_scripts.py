@@ -8,57 +8,23 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests_support import VENV_BIN, prio_output, script_env
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = ROOT / "bin"
-VENV_BIN = Path(sys.executable).parent
 PING = json.loads((Path(__file__).parent / "data" / "fx-69.0a1.json").read_text())
 DATE = "2019-06-26"
-VARIABLES = {
-    "APP_NAME",
-    "SUBMISSION_DATE",
-    "BUCKET_PREFIX",
-    "DATA_CONFIG",
-    "PUBLIC_KEY_HEX_INTERNAL",
-    "PUBLIC_KEY_HEX_EXTERNAL",
-    "BUCKET_INTERNAL_PRIVATE",
-    "BUCKET_EXTERNAL_PRIVATE",
-    "PING_INPUT",
-    "PING_SOURCE",
-    "STAGING_OUTPUT",
-    "DATABASE",
-    "DATASET",
-    "TABLE",
-    "ORIGIN_CONFIG",
-    "REJECTS",
-    "STORAGE_EMULATOR_HOST",
-}
 SCRIPTS = ("ingest", "insert", "integrate-firefox")
 
 
-def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in VARIABLES}
-    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
-    env.update(extra)
-    return env
-
-
 def _keys() -> tuple[str, str]:
-    out = [
-        json.loads(
-            subprocess.run(
-                [str(VENV_BIN / "prio"), "keygen"], check=True, capture_output=True, text=True
-            ).stdout
-        )["public_key"]
-        for _ in range(2)
-    ]
-    return out[0], out[1]
+    return json.loads(prio_output("keygen"))["public_key"], json.loads(prio_output("keygen"))["public_key"]
 
 
 def test_shellcheck_clean():
@@ -71,23 +37,25 @@ def test_shellcheck_clean():
 
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_help_needs_no_variables(script):
-    result = subprocess.run([str(BIN / script), "--help"], env=_env(), capture_output=True, text=True)
+    result = subprocess.run([str(BIN / script), "--help"], env=script_env(), capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "Usage: bin/" + script in result.stdout
 
 
 def test_integrate_documents_and_checks_its_source():
-    usage = subprocess.run([str(BIN / "integrate"), "--help"], env=_env(), capture_output=True, text=True)
+    usage = subprocess.run(
+        [str(BIN / "integrate"), "--help"], env=script_env(), capture_output=True, text=True
+    )
     assert "bin/integrate --source firefox" in usage.stdout
     handed = subprocess.run(
         [str(BIN / "integrate"), "--source", "firefox", "--n-rows", "3"],
-        env=_env(),
+        env=script_env(),
         capture_output=True,
         text=True,
     )
     assert handed.returncode == 2 and "integrate-firefox: unknown argument: --n-rows" in handed.stderr
     bad = subprocess.run(
-        [str(BIN / "integrate"), "--source=spark"], env=_env(), capture_output=True, text=True
+        [str(BIN / "integrate"), "--source=spark"], env=script_env(), capture_output=True, text=True
     )
     assert bad.returncode == 2 and "--source must be firefox or synthetic" in bad.stderr
 
@@ -99,7 +67,7 @@ def test_missing_and_bad_variables_are_named_at_once(tmp_path):
     ):
         result = subprocess.run(
             [str(BIN / script)],
-            env=_env(APP_NAME="../x", SUBMISSION_DATE="yesterday"),
+            env=script_env(APP_NAME="../x", SUBMISSION_DATE="yesterday"),
             capture_output=True,
             text=True,
         )
@@ -129,7 +97,7 @@ def test_ingest_hands_shares_to_gcs_buckets(gcs, gcs_emulator, tmp_path):
         f.write("{not json\n")
     bucket_a, bucket_b = gcs(), gcs()
     key_a, key_b = _keys()
-    env = _env(
+    env = script_env(
         APP_NAME="origin-telemetry",
         SUBMISSION_DATE=DATE,
         DATA_CONFIG=str(ROOT / "config" / "content.json"),
@@ -187,7 +155,7 @@ def test_integrate_source_firefox_end_to_end(tmp_path):
             "--report",
             str(report),
         ],
-        env=_env(SUBMISSION_DATE=DATE),
+        env=script_env(SUBMISSION_DATE=DATE),
         capture_output=True,
         text=True,
         timeout=600,
@@ -230,7 +198,7 @@ def test_insert_replaces_its_date_and_lists_rejects_in_the_private_bucket(tmp_pa
         {"content.blocking_blocked-0": 2046, "content.blocking_blocked-1": 441, "unlisted-0": 3},
     )
     db = tmp_path / "results.sqlite"
-    env = _env(
+    env = script_env(
         APP_NAME="app",
         SUBMISSION_DATE=DATE,
         DATA_CONFIG=str(ROOT / "config" / "content.json"),
@@ -265,7 +233,7 @@ def test_a_stopped_run_stops_its_servers_and_leaves_nothing_behind(tmp_path):
             "--server-b-delay",
             "60",
         ],
-        env=_env(TMPDIR=str(tmp_path)),
+        env=script_env(TMPDIR=str(tmp_path)),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
