@@ -340,7 +340,7 @@ def _opened(opening: Opening) -> bool:
 class CachedVerify2Steps(stages.Verify2Steps):
     """verify2 over cache frames: the same decisions, with h(r) from verify1."""
 
-    def open_frame(self, frame: dict[str, Any], shares: RawRecords) -> tuple[list[Opening], Any]:
+    def open_frame(self, frame: dict[str, Any], shares: RawRecords, first: int) -> tuple[list[Opening], Any]:
         openings = _openings(frame, "open_h")
         return openings, (frame, [_opened(o) for o in openings])
 
@@ -376,12 +376,13 @@ class CachedAggregateSteps(stages.AggregateSteps):
     """aggregate over cache frames: the same decisions, and the sum of the data shares verify1
     evaluated, corrected by the few shares whose proof failed (opened again from the input)."""
 
-    def open_frame(self, frame: dict[str, Any], shares: RawRecords) -> tuple[list[Opening], Any]:
+    def open_frame(self, frame: dict[str, Any], shares: RawRecords, first: int) -> tuple[list[Opening], Any]:
+        """`first`: the position in its input part of the frame's first record."""
         openings = _openings(frame, "open_data")
-        return openings, (frame, shares, [_opened(o) for o in openings])
+        return openings, (frame, shares, first, [_opened(o) for o in openings])
 
     def compute(self, kept: Any, selections: Sequence[Selection]) -> Any:
-        frame, shares, opened = kept
+        frame, shares, first, opened = kept
         if not selections:
             return None
         n = self.server.config.n_data
@@ -396,7 +397,7 @@ class CachedAggregateSteps(stages.AggregateSteps):
         total = limbs.from_bytes11(np.frombuffer(frame["data_sum"], dtype=np.uint8).reshape(n, ELEMENT_BYTES))
         if left_out or added:
             positions = sorted(left_out + added)
-            items = dict(zip(positions, shares.at(positions)))
+            items = dict(zip(positions, shares.at([first + p for p in positions])))
             if left_out:
                 total = total - self._data_shares([items[p] for p in left_out], shares.source).sum(axis=1)
             if added:
@@ -416,40 +417,29 @@ class CachedAggregateSteps(stages.AggregateSteps):
 
 
 class RawRecords:
-    """The input records of one cache frame, read (unparsed) only when asked for: the input
-    part is read forward once, as far as the last record asked for."""
+    """The records of one input part, unparsed, read forward once and only as far as the
+    last one asked for."""
 
-    def __init__(self, part: Location, reader: Iterator[Any], first: int, count: int) -> None:
+    def __init__(self, part: Location, reader: Iterator[Any]) -> None:
         self.source = part.uri
         self._reader = reader
-        self._first = first
-        self._count = count
-        self._cursor: list[int] = [0]  # records of the part read so far (shared by a part's frames)
+        self._read = 0  # records read so far
 
     def at(self, positions: Sequence[int]) -> list[RawItem]:
+        """The records at these positions in the part, in increasing order, each after the last asked for."""
         found: list[RawItem] = []
-        for position in sorted(positions):
-            if not 0 <= position < self._count:
-                raise CacheMiss("a cache frame names a record it does not hold")
-            target = self._first + position
-            if target < self._cursor[0]:
+        for position in positions:
+            if position < self._read:
                 raise CacheMiss("records of the input were asked for out of order")
             item: RawItem | None = None
-            while self._cursor[0] <= target:
+            while self._read <= position:
                 item = next(self._reader, None)
                 if item is None:
                     raise CacheMiss(f"{self.source} holds fewer records than verify1 read")
-                self._cursor[0] += 1
-            assert item is not None  # the record at `target`: the loop ran at least once
+                self._read += 1
+            assert item is not None  # the record at `position`: the loop ran at least once
             found.append(item)
         return found
-
-    def following(self, count: int) -> RawRecords:
-        """The records of the next frame, `count` of them, from the same reader."""
-        after = RawRecords.__new__(RawRecords)
-        after.source, after._reader, after._cursor = self.source, self._reader, self._cursor
-        after._first, after._count = self._first + self._count, count
-        return after
 
 
 CachedSteps = CachedVerify2Steps | CachedAggregateSteps
@@ -474,10 +464,10 @@ def run_cached(
     try:
         for part, tag in zip(parts, tags):
             with contextlib.closing(read_raw(part, max_line)) as reader:
-                shares = RawRecords(part, reader, 0, 0)
+                shares, first = RawRecords(part, reader), 0
                 for frame in cache.frames(part):
-                    shares = shares.following(len(frame["ids"]))
-                    openings, kept = steps.open_frame(frame, shares)
+                    openings, kept = steps.open_frame(frame, shares, first)
+                    first += len(openings)
                     progress(len(openings))
                     selections = steps.decide(openings, _no_raw_records, part.uri)
                     emit(tag, steps.compute(kept, selections))

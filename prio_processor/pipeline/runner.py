@@ -18,9 +18,10 @@ through here, so outputs and the rejects list look the same everywhere:
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from ..engine.client import Client
 from ..engine.config import Config
@@ -45,6 +46,7 @@ from .tally import RejectSink, Tally
 from .workers import Chunk, WorkerPool
 
 Progress = Callable[[int], None]
+_T = TypeVar("_T")
 Record = dict[str, Any]
 
 STAGES = ("encode-shares", "verify1", "verify2", "aggregate", "publish")
@@ -335,7 +337,8 @@ def _check_cache_folder(cache: Location, output: Location, *inputs: Location | N
         raise InputError(f"--cache {cache} is a file, expected a folder")
 
 
-def _usable_cache(
+def _cached_or_shares(
+    run: Callable[[Cache | None], _T],
     cache: Location | None,
     parts: list[Location],
     server: Server,
@@ -343,14 +346,21 @@ def _usable_cache(
     output: Location,
     inputs: Inputs,
     notice: Notice,
-) -> Cache | None:
+) -> _T:
+    """`run` over verify1's cache when it matches these inputs and settings, else over the
+    shares; also over the shares, from the start, when the cache cannot answer for a record."""
     if cache is None:
-        return None
+        return run(None)
     _check_cache_folder(cache, output, inputs.shares, inputs.internal, inputs.external)
     found, why_not = open_cache(cache, parts, server, schedule)
     if found is None:
         notice(f"not using the cache in {cache}: {why_not}; reading the shares")
-    return found
+        return run(None)
+    try:
+        return run(found)
+    except CacheMiss as exc:
+        notice(f"stopped using the cache in {cache}: {exc}; reading the shares from the start")
+    return run(None)
 
 
 def _chunk_size(server: Server) -> int:
@@ -391,13 +401,8 @@ def verify2(
 ) -> Tally:
     parts = input_parts(_need(inputs.shares), "--input")
     folder = output_folder(output)
-    found = _usable_cache(cache, parts, server, schedule, folder, inputs, notice)
-    if found is not None:
-        try:
-            return _verify2(server, schedule, inputs, parts, folder, rejects, progress, workers, found)
-        except CacheMiss as exc:
-            notice(f"stopped using the cache in {cache}: {exc}; reading the shares from the start")
-    return _verify2(server, schedule, inputs, parts, folder, rejects, progress, workers, None)
+    run = functools.partial(_verify2, server, schedule, inputs, parts, folder, rejects, progress, workers)
+    return _cached_or_shares(run, cache, parts, server, schedule, folder, inputs, notice)
 
 
 def _verify2(
@@ -444,13 +449,8 @@ def aggregate(
 ) -> tuple[Tally, Record]:
     parts = input_parts(_need(inputs.shares), "--input")
     folder = output_folder(output)
-    found = _usable_cache(cache, parts, server, None, folder, inputs, notice)
-    if found is not None:
-        try:
-            return _aggregate(server, inputs, parts, folder, rejects, progress, workers, found)
-        except CacheMiss as exc:
-            notice(f"stopped using the cache in {cache}: {exc}; reading the shares from the start")
-    return _aggregate(server, inputs, parts, folder, rejects, progress, workers, None)
+    run = functools.partial(_aggregate, server, inputs, parts, folder, rejects, progress, workers)
+    return _cached_or_shares(run, cache, parts, server, None, folder, inputs, notice)
 
 
 def _aggregate(
