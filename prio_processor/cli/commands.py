@@ -144,13 +144,7 @@ def keygen() -> None:
 
 
 @entry_point.command("encode-shares")
-@options.data_config
-@options.public_key
-@options.client_input
-@options.output_2
-@options.prg_keying
-@options.prec_option
-@options.rejects_option
+@options.encode_shares_options
 def encode_shares(**params: Any) -> None:
     """Encode plaintext client data into encrypted shares for servers A and B.
 

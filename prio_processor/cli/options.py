@@ -410,6 +410,11 @@ prec_option = click.option(
     "--n-data is then the number of integers times --prec.",
 )
 
+#: encode-shares, on `prio` and `prio-spark` alike.
+encode_shares_options = _apply(
+    data_config, public_key, client_input, output_2, prg_keying, prec_option, rejects_option
+)
+
 
 def one_secret(inline: Any, from_file: Any, names: tuple[str, str]) -> Any:
     """The secret given by exactly one of an option and its file variant."""

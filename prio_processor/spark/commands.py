@@ -230,13 +230,7 @@ def _client_spec(n_data: int, batch_id: bytes, key_a: X25519PublicKey, key_b: X2
 
 
 @entry_point.command("encode-shares")
-@options.data_config
-@options.public_key
-@options.client_input
-@options.output_2
-@options.prg_keying
-@options.prec_option
-@options.rejects_option
+@options.encode_shares_options
 @click.pass_obj
 def encode_shares(ctx: _Context, n_data: int, batch_id: bytes, public_key_hex_internal: X25519PublicKey,
                   public_key_hex_external: X25519PublicKey, input_: str, output_a: str, output_b: str,
