@@ -15,17 +15,29 @@ from prio_processor.engine import keys
 from prio_processor.engine.client import Client
 from prio_processor.engine.config import Config
 from prio_processor.engine.server import Schedule, Server, TotalShare
-from prio_processor.pipeline import stages
+from prio_processor.pipeline import runner, stages
 from prio_processor.pipeline.index import PacketIndex
 from prio_processor.pipeline.tally import Tally
+from prio_processor.storage import location
 
 from vectors import Case, read_payloads
 
 PEER = {"A": "B", "B": "A"}
 VENV_BIN = Path(sys.executable).parent
-#: What the bin/ scripts read from the environment: script tests start without any of it.
+#: What `prio` and the bin/ scripts read from the environment: tests that run them start without it.
 SCRIPT_VARIABLES = frozenset(
     {
+        "N_DATA",
+        "BATCH_ID",
+        "INPUT",
+        "INPUT_INTERNAL",
+        "INPUT_EXTERNAL",
+        "OUTPUT",
+        "OUTPUT_A",
+        "OUTPUT_B",
+        "SPARK_SUBMIT",
+        "SPARK_SUBMIT_ARGS",
+        "SPARK_MASTER",
         "APP_NAME",
         "SUBMISSION_DATE",
         "BUCKET_PREFIX",
@@ -83,6 +95,39 @@ def run_verify_chain(step: Callable[[str, str, str | None], None]) -> None:
     for stage, previous in VERIFY_CHAIN:
         for server in PEER:
             step(stage, server, previous)
+
+
+def run_server_chain(
+    servers: dict[str, Server],
+    raw: dict[str, Path],
+    out: Path,
+    schedule: Schedule,
+    workers: int = 1,
+    cache: Path | None = None,
+    notice: Callable[[str], None] | None = None,
+) -> dict[str, bytes]:
+    """Both servers' verify1, verify2 and aggregate through the runner, each into out/<server>/<stage>
+    with rejects in out/rejects/<server> (and, with `cache`, verify1's cache in <cache>/<server>):
+    every file written below `out`, by relative path."""
+
+    def step(stage: str, s: str, prev: str | None) -> None:
+        inputs = runner.Inputs(location(raw[s]))
+        if prev:
+            inputs = runner.Inputs(location(raw[s]), location(out / s / prev), location(out / PEER[s] / prev))
+        runner.run_stage(
+            stage,
+            servers[s],
+            inputs,
+            location(out / s / stage),
+            location(out / "rejects" / s),
+            schedule=schedule,
+            workers=workers,
+            cache=None if cache is None else location(cache / s),
+            notice=notice or (lambda message: None),
+        )
+
+    run_verify_chain(step)
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
 
 
 class Pair:
@@ -162,6 +207,7 @@ __all__ = [
     "Schedule",
     "packet_index",
     "prio_output",
+    "run_server_chain",
     "script_env",
     "tampered_shares",
     "vector_server",

@@ -10,40 +10,17 @@ import json
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests_support import prio_output, script_env
+
 HERE = Path(__file__).resolve().parent
-VENV_BIN = Path(sys.executable).parent
-_OURS = {
-    "N_DATA",
-    "BATCH_ID",
-    "SERVER_ID",
-    "SHARED_SECRET",
-    "PRIVATE_KEY_HEX",
-    "PUBLIC_KEY_HEX_INTERNAL",
-    "PUBLIC_KEY_HEX_EXTERNAL",
-    "INPUT",
-    "OUTPUT",
-    "REJECTS",
-    "PRG_KEYING",
-    "EVALUATION_POINT",
-}
-
-
-def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in _OURS}
-    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
-    env.update(extra)
-    return env
 
 
 def _prio(*args: str) -> dict:
-    return json.loads(
-        subprocess.run([str(VENV_BIN / "prio"), *args], check=True, capture_output=True, text=True).stdout
-    )
+    return json.loads(prio_output(*args))
 
 
 def _published(path: Path) -> dict:
@@ -56,7 +33,7 @@ def _published(path: Path) -> dict:
 def test_cli_integration_flow(tmp_path):
     result = subprocess.run(
         [str(HERE / "cli_integration.sh"), str(tmp_path)],
-        env=_env(),
+        env=script_env(),
         capture_output=True,
         text=True,
         timeout=300,
@@ -82,7 +59,7 @@ def test_batched_processing_flow(tmp_path):
     client.mkdir()
     result = subprocess.run(
         [str(HERE / "batched_client.sh")],
-        env=_env(
+        env=script_env(
             **common,
             PUBLIC_KEY_HEX_INTERNAL=keys["A"]["public_key"],
             PUBLIC_KEY_HEX_EXTERNAL=keys["B"]["public_key"],
@@ -102,7 +79,7 @@ def test_batched_processing_flow(tmp_path):
         workdir.mkdir()
         servers[s] = subprocess.Popen(
             [str(HERE / "batched_server.sh")],
-            env=_env(
+            env=script_env(
                 **common,
                 SERVER_ID=s,
                 SHARED_SECRET=seed,

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,33 +13,16 @@ import pytest
 from prio_processor import integration
 from prio_processor.dataconfig import Batch
 
+from tests_support import prio_output, script_env
+
 ROOT = Path(__file__).resolve().parents[2]
 BIN = ROOT / "bin"
-VENV_BIN = Path(sys.executable).parent
 BATCHES = [{"batch_id": "test-0", "n_data": 10}, {"batch_id": "test-1", "n_data": 3}]
 N_ROWS = 8
-# Variables of the scripts that must come from each test, never from the caller's environment.
-_SCRIPT_VARIABLES = {
-    "APP_NAME", "SUBMISSION_DATE", "BUCKET_PREFIX", "DATA_CONFIG", "SERVER_ID", "SHARED_SECRET",
-    "PRIVATE_KEY_HEX", "PRIVATE_KEY_FILE", "SHARED_SECRET_FILE", "PUBLIC_KEY_HEX_INTERNAL",
-    "PUBLIC_KEY_HEX_EXTERNAL", "BUCKET_INTERNAL_PRIVATE", "BUCKET_INTERNAL_SHARED", "BUCKET_EXTERNAL_SHARED",
-    "BUCKET_EXTERNAL_PRIVATE", "RETRY_LIMIT", "RETRY_DELAY", "RETRY_BACKOFF_EXPONENT", "PRG_KEYING",
-    "EVALUATION_POINT", "ENGINE", "STORAGE_EMULATOR_HOST", "REJECTS", "SPARK_SUBMIT", "SPARK_SUBMIT_ARGS",
-    "SPARK_MASTER",
-}
-
-
-def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in _SCRIPT_VARIABLES}
-    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
-    env.update(extra)
-    return env
-
 
 def _server_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     """A whole, valid configuration of server A on local folder buckets."""
-    keys = [json.loads(subprocess.run([str(VENV_BIN / "prio"), "keygen"], check=True, capture_output=True,
-                                      text=True).stdout) for _ in "AB"]
+    keys = [json.loads(prio_output("keygen")) for _ in "AB"]
     config = tmp_path / "data-config.json"
     config.write_text(json.dumps(BATCHES))
     settings = {
@@ -52,7 +33,7 @@ def _server_env(tmp_path: Path, **extra: str) -> dict[str, str]:
         "BUCKET_INTERNAL_SHARED": str(tmp_path / "a-shared"),
         "BUCKET_EXTERNAL_SHARED": str(tmp_path / "b-shared"), "RETRY_LIMIT": "0",
     }
-    return _env(**{**settings, **extra})
+    return script_env(**{**settings, **extra})
 
 
 def test_spark_with_the_sequential_schedule_is_refused_up_front(tmp_path):
@@ -80,7 +61,7 @@ def test_spark_submit_must_name_a_command(tmp_path):
     (["--engine", "spark", "--gcs-emulator"], "--engine spark reads buckets through Spark"),
 ])
 def test_integrate_refuses_engines_it_cannot_run(args, message):
-    result = subprocess.run([str(BIN / "integrate"), *args], env=_env(), capture_output=True, text=True,
+    result = subprocess.run([str(BIN / "integrate"), *args], env=script_env(), capture_output=True, text=True,
                             timeout=60)
     assert result.returncode == 2, result.stderr
     assert message in result.stderr
@@ -95,7 +76,8 @@ def test_integrate_on_spark_publishes_the_expected_counts(tmp_path):
     result = subprocess.run(
         [str(BIN / "integrate"), "--engine", "spark", "--data-config", str(config), "--n-rows", str(N_ROWS),
          "--n-drop-batch", "1", "--server-b-delay", "0", "--keep"],
-        env=_env(TMPDIR=str(tmp_path), SPARK_MASTER="local[1]"), capture_output=True, text=True, timeout=900)
+        env=script_env(TMPDIR=str(tmp_path), SPARK_MASTER="local[1]"), capture_output=True, text=True,
+        timeout=900)
     (tmp_path / "integrate.log").write_text(result.stderr)  # kept by pytest for a failed run
     assert result.returncode == 0, result.stderr[-4000:]
     expected = integration.expected_counts(Batch("test-0", 10), N_ROWS)

@@ -14,7 +14,7 @@ from prio_processor.pipeline import cache, runner
 from prio_processor.pipeline.errors import InputError
 from prio_processor.storage import location
 
-from tests_support import PEER, Pair, run_verify_chain, tampered_shares, write_parts
+from tests_support import PEER, Pair, run_server_chain, tampered_shares, write_parts
 
 
 @pytest.fixture
@@ -41,27 +41,8 @@ def _chain(
     pair: Pair, raw: dict[str, Path], out: Path, schedule: Schedule, workers: int, kept: Path | None
 ) -> tuple[dict[str, bytes], list[str]]:
     """Every server stage of both servers: the files written (by relative path) and the notices."""
-    servers = {"A": pair.a, "B": pair.b}
     notices: list[str] = []
-
-    def step(stage: str, s: str, prev: str | None) -> None:
-        inputs = runner.Inputs(location(raw[s]))
-        if prev:
-            inputs = runner.Inputs(location(raw[s]), location(out / s / prev), location(out / PEER[s] / prev))
-        runner.run_stage(
-            stage,
-            servers[s],
-            inputs,
-            location(out / s / stage),
-            location(out / "rejects" / s),
-            schedule=schedule,
-            workers=workers,
-            cache=None if kept is None else location(kept / s),
-            notice=notices.append,
-        )
-
-    run_verify_chain(step)
-    files = {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    files = run_server_chain({"A": pair.a, "B": pair.b}, raw, out, schedule, workers, kept, notices.append)
     return files, notices
 
 
@@ -92,9 +73,10 @@ def test_cached_chain_writes_what_the_shares_give(tmp_path, small_chunks, schedu
         assert kept == ["_manifest.json"] + [f"cache-part-{k:05d}.json.rows" for k in range(4)]
 
 
-def _verify1_with_cache(
-    pair: Pair, raw: dict[str, Path], tmp: Path, schedule: Schedule = Schedule.FIXED
+def _verify1(
+    pair: Pair, raw: dict[str, Path], tmp: Path, schedule: Schedule = Schedule.FIXED, kept=True
 ) -> None:
+    """Both servers' verify1 into <tmp>/v1, keeping their caches in <tmp>/cache unless not `kept`."""
     for s, server in (("A", pair.a), ("B", pair.b)):
         runner.run_stage(
             "verify1",
@@ -102,7 +84,7 @@ def _verify1_with_cache(
             runner.Inputs(location(raw[s])),
             location(tmp / "v1" / s),
             schedule=schedule,
-            cache=location(tmp / "cache" / s),
+            cache=location(tmp / "cache" / s) if kept else None,
         )
 
 
@@ -130,7 +112,7 @@ def _verify2(
 def test_changed_input_is_read_not_taken_from_the_cache(tmp_path):
     pair = Pair(15)
     raw = _shares(pair, tmp_path)
-    _verify1_with_cache(pair, raw, tmp_path)
+    _verify1(pair, raw, tmp_path)
     part = raw["A"] / "part-00001.json"
     lines = part.read_text().splitlines()
     part.write_text("\n".join(lines[1:]) + "\n")  # a share fewer than verify1 read
@@ -146,7 +128,7 @@ def test_changed_input_is_read_not_taken_from_the_cache(tmp_path):
 def test_rewritten_input_with_the_same_bytes_is_read_again(tmp_path):
     pair = Pair(15)
     raw = _shares(pair, tmp_path)
-    _verify1_with_cache(pair, raw, tmp_path)
+    _verify1(pair, raw, tmp_path)
     part = raw["A"] / "part-00000.json"
     data = part.read_bytes()
     part.unlink()
@@ -158,7 +140,7 @@ def test_rewritten_input_with_the_same_bytes_is_read_again(tmp_path):
 def test_damaged_cache_is_noticed_and_the_shares_are_read(tmp_path):
     pair = Pair(15)
     raw = _shares(pair, tmp_path)
-    _verify1_with_cache(pair, raw, tmp_path)
+    _verify1(pair, raw, tmp_path)
     rows = tmp_path / "cache" / "A" / "cache-part-00002.json.rows"
     rows.write_bytes(rows.read_bytes()[:-7])
     expected, _ = _verify2(pair, raw, tmp_path, "plain", kept=False)
@@ -170,7 +152,7 @@ def test_damaged_cache_is_noticed_and_the_shares_are_read(tmp_path):
 def test_cache_of_other_settings_is_not_used(tmp_path):
     pair = Pair(15)
     raw = _shares(pair, tmp_path)
-    _verify1_with_cache(pair, raw, tmp_path, Schedule.FIXED)
+    _verify1(pair, raw, tmp_path, Schedule.FIXED)
     folder, parts = location(tmp_path / "cache" / "A"), location(raw["A"]).parts()
     assert cache.open_cache(folder, parts, pair.a, Schedule.FIXED)[0] is not None
     assert cache.open_cache(folder, parts, pair.a, None)[0] is not None  # aggregate takes either schedule
@@ -186,14 +168,7 @@ def test_cache_of_other_settings_is_not_used(tmp_path):
 def test_missing_cache_is_noticed(tmp_path):
     pair = Pair(15)
     raw = _shares(pair, tmp_path)
-    for s, server in (("A", pair.a), ("B", pair.b)):
-        runner.run_stage(
-            "verify1",
-            server,
-            runner.Inputs(location(raw[s])),
-            location(tmp_path / "v1" / s),
-            schedule=Schedule.FIXED,
-        )
+    _verify1(pair, raw, tmp_path, kept=False)
     _, notices = _verify2(pair, raw, tmp_path, "out")
     assert len(notices) == 1 and "holds no finished cache from verify1" in notices[0]
 
@@ -201,11 +176,11 @@ def test_missing_cache_is_noticed(tmp_path):
 def test_a_rerun_of_verify1_replaces_the_cache_whole(tmp_path):
     pair = Pair(15)
     raw = _shares(pair, tmp_path)
-    _verify1_with_cache(pair, raw, tmp_path)
+    _verify1(pair, raw, tmp_path)
     (raw["A"] / "part-00003.json").unlink()
     stale = tmp_path / "cache" / "A" / "cache-part-00003.json.rows"
     assert stale.exists()
-    _verify1_with_cache(pair, raw, tmp_path)
+    _verify1(pair, raw, tmp_path)
     assert not stale.exists()
     manifest = json.loads((tmp_path / "cache" / "A" / "_manifest.json").read_text())
     assert [Path(i["uri"]).name for i in manifest["inputs"]] == [f"part-{k:05d}.json" for k in range(3)]

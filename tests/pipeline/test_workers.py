@@ -16,39 +16,16 @@ from prio_processor.engine import keys
 from prio_processor.engine.server import Schedule
 from prio_processor.pipeline import runner
 from prio_processor.pipeline.workers import WorkerError, WorkerPool
-from prio_processor.storage import location
 
-from tests_support import PEER, Pair, run_verify_chain, tampered_shares, vector_server, write_parts
+from tests_support import PEER, Pair, run_server_chain, tampered_shares, vector_server, write_parts
 from vectors import Case, full_chain_cases
 
 CASES = {c.name: c for c in full_chain_cases()}
 WORKER_COUNTS = (1, 2, 3)
 
 
-def _chain(
-    servers: dict, raw: dict[str, Path], out: Path, schedule: Schedule, workers: int
-) -> dict[str, bytes]:
-    """Every server stage for both servers; every file written, by relative path."""
-    def step(stage: str, s: str, prev: str | None) -> None:
-        inputs = runner.Inputs(location(raw[s]))
-        if prev:
-            inputs = runner.Inputs(location(raw[s]), location(out / s / prev), location(out / PEER[s] / prev))
-        runner.run_stage(
-            stage,
-            servers[s],
-            inputs,
-            location(out / s / stage),
-            location(out / "rejects" / s),
-            schedule=schedule,
-            workers=workers,
-        )
-
-    run_verify_chain(step)
-    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
-
-
 def _outputs_by_workers(servers: dict, raw: dict[str, Path], tmp: Path, schedule: Schedule) -> list[dict]:
-    return [_chain(servers, raw, tmp / f"out-{w}", schedule, w) for w in WORKER_COUNTS]
+    return [run_server_chain(servers, raw, tmp / f"out-{w}", schedule, w) for w in WORKER_COUNTS]
 
 
 @pytest.fixture
