@@ -173,11 +173,7 @@ class Server:
         """This server's verify1 packet for each opened packet."""
         if not packets:
             return []
-        out = []
-        for packet, (f_r, g_r) in zip(packets, self._evaluate_fg(packets, points)):
-            a, b, _c = packet.triple
-            out.append(Verify1((f_r - a) % MODULUS, (g_r - b) % MODULUS))
-        return out
+        return _verify1_messages(packets, self._evaluate_fg(packets, points))
 
     def verify1_and_h(
         self, packets: Sequence[ClientPacket], points: Sequence[int]
@@ -194,11 +190,8 @@ class Server:
             data, h_odd = both[:, :, :n], both[:, :, n:]
         else:
             data = self.data_shares(packets)
-        out = []
-        for packet, (f_r, g_r) in zip(packets, self._evaluate_fg(packets, points, data)):
-            a, b, _c = packet.triple
-            out.append(Verify1((f_r - a) % MODULUS, (g_r - b) % MODULUS))
-        return out, self._evaluate_h(packets, points, h_odd), data
+        messages = _verify1_messages(packets, self._evaluate_fg(packets, points, data))
+        return messages, self._evaluate_h(packets, points, h_odd), data
 
     def verify2(
         self,
@@ -212,6 +205,14 @@ class Server:
             return []
         h_values = self._evaluate_h(packets, points)
         return verify2_messages([p.triple for p in packets], h_values, own, peer)
+
+
+def _verify1_messages(packets: Sequence[ClientPacket], fg: Sequence[tuple[int, int]]) -> list[Verify1]:
+    """verify1 messages (f(r) - a, g(r) - b) from each packet's (f(r), g(r)) shares."""
+    return [
+        Verify1((f_r - p.triple[0]) % MODULUS, (g_r - p.triple[1]) % MODULUS)
+        for p, (f_r, g_r) in zip(packets, fg)
+    ]
 
 
 def verify2_messages(
