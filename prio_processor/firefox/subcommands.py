@@ -274,6 +274,23 @@ def _indexed_rows(folder: str) -> list[dict[str, Any]]:
     return rows
 
 
+def _listed_rejects_of(path: str, stage: str, date: str) -> list[tuple]:
+    """The rejects a stage listed with --rejects PATH (the file, or the folder holding it), as table rows."""
+    target = runner.rejects_file(location(path), stage, None)
+    if not target.is_file():
+        raise StorageError(f"--{stage}-rejects: {target} does not exist")
+    rows = []
+    for record in read_all([target]):
+        if not isinstance(record, dict):
+            raise StorageError(f"--{stage}-rejects: {record.describe()}")
+        rows.append(database.check_reject(record, stage, date))
+    return rows
+
+
+def _server_id(value: str | None) -> str | None:
+    return None if value is None else value.upper()
+
+
 @click.command("insert")
 @click.option("--input", "input_", required=True, help="The folder written by `prio-processor index`.")
 @_date_option()
@@ -284,35 +301,104 @@ def _indexed_rows(folder: str) -> list[dict[str, Any]]:
     envvar="DATASET",
     default=None,
     show_envvar=True,
-    help="Load into this BigQuery [project.]dataset instead of the SQLite file.",
+    help="Load into this BigQuery [project.]dataset instead of the SQLite file "
+    "(credentials from GOOGLE_APPLICATION_CREDENTIALS).",
 )
-def insert_command(input_: str, date: str, database_path: str, table: str, dataset: str | None) -> None:
-    """Replace one date's rows in the results table with the indexed rows.
+@click.option(
+    "--server-id",
+    envvar="SERVER_ID",
+    type=click.Choice(database.SERVER_IDS, case_sensitive=False),
+    default=None,
+    show_envvar=True,
+    help="Whose published totals these are, stored in the server_id column (the report names it).",
+)
+@click.option(
+    "--staging-rejects",
+    envvar="STAGING_REJECTS",
+    default=None,
+    show_envvar=True,
+    help="What `prio-processor staging --rejects` listed for this date (that file, or the folder "
+    "holding rejects-staging.ndjson): loaded into TABLE_rejects.",
+)
+@click.option(
+    "--index-rejects",
+    default=None,
+    help="What `prio-processor index --rejects` listed for this date: loaded into TABLE_rejects.",
+)
+def insert_command(
+    input_: str,
+    date: str,
+    database_path: str,
+    table: str,
+    dataset: str | None,
+    server_id: str | None,
+    staging_rejects: str | None,
+    index_rejects: str | None,
+) -> None:
+    """Replace one date's rows in the results table and its rejects table with the given ones.
 
-    The default is the SQLite file --database; with --dataset the rows go to
-    BigQuery, into the date's partition of a table partitioned by
-    submission_date, with the declared schema.
+    The results table TABLE gets the indexed rows (each with --server-id), the
+    rejects table TABLE_rejects what staging and index listed (only those given;
+    the date's earlier rejects go). The default is the SQLite file --database;
+    with --dataset the rows go to BigQuery, into the date's partition of tables
+    partitioned by submission_date, with the declared schemas. A count outside
+    0..2^63-1 refuses the date with one line naming its batch.
     """
     with _errors():
-        rows = _indexed_rows(input_)
         if dataset:
-            _insert_bigquery(rows, dataset, table, date)
+            database.check_bigquery_target(dataset, table, date)
+        rows = [{**r, "server_id": _server_id(server_id)} for r in _indexed_rows(input_)]
+        checked = [database.check_row(r) for r in rows]
+        rejects = []
+        for stage, path in (("staging", staging_rejects), ("index", index_rejects)):
+            if path is not None:
+                rejects += _listed_rejects_of(path, stage, date)
+        if dataset:
+            _insert_bigquery(checked, rejects, dataset, table, date)
             click.echo(f"loaded {len(rows)} rows into BigQuery {dataset}.{table} for {date}")
-            return
-        count = database.replace_date(database_path, date, rows, table)
-    click.echo(f"loaded {count} rows into {database_path} ({table}) for {date}")
+        else:
+            count = database.replace_date(database_path, date, rows, table, rejects)
+            click.echo(f"loaded {count} rows into {database_path} ({table}) for {date}")
+    if rejects:
+        _echo_err(f"insert {date}: {len(rejects)} rejects into {database.rejects_table(table)}")
 
 
-def _insert_bigquery(rows: list[dict[str, Any]], dataset: str, table: str, date: str) -> None:
+def _bigquery_client() -> Any:
+    """A BigQuery client, or one line saying why there is none (no credentials, most often)."""
+    import google.auth.exceptions
     from google.cloud import bigquery
 
-    if any(r.get("submission_date") != date for r in rows):
-        raise database.DatabaseError(f"every row must have submission_date {date}")
+    try:
+        return bigquery.Client()
+    except google.auth.exceptions.GoogleAuthError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise database.DatabaseError(
+            f"BigQuery: no usable credentials (set GOOGLE_APPLICATION_CREDENTIALS to a service account "
+            f"key file): {first}"
+        ) from None
+
+
+@contextlib.contextmanager
+def _ndjson(records: list[dict[str, Any]]) -> Iterator[IO[bytes]]:
     with tempfile.TemporaryFile() as f:
-        for row in rows:
-            f.write((json.dumps({c: row.get(c) for c in database.COLUMNS}) + "\n").encode("utf-8"))
+        for record in records:
+            f.write((json.dumps(record) + "\n").encode("utf-8"))
         f.seek(0)
-        database.load_bigquery(bigquery.Client(), f, dataset, table, date)
+        yield f
+
+
+def _insert_bigquery(
+    values: list[tuple], rejects: list[tuple], dataset: str, table: str, date: str
+) -> None:
+    if any(v[0] != date for v in values):
+        raise database.DatabaseError(f"every row must have submission_date {date}")
+    client = _bigquery_client()
+    for columns, records, is_rejects in (
+        (database.COLUMNS, values, False),
+        (database.REJECTS_COLUMNS, rejects, True),
+    ):
+        with _ndjson([dict(zip(columns, v)) for v in records]) as f:
+            database.load_bigquery(client, f, dataset, table, date, rejects=is_rejects)
 
 
 @click.command("report")
