@@ -413,7 +413,7 @@ def _insert_bigquery(
     type=click.IntRange(1, 500),
     default=report.DEFAULT_TOP,
     show_default=True,
-    help="Origins per chart.",
+    help="Origins in each metric's top chart.",
 )
 @click.option(
     "--min-batch-size",
@@ -421,7 +421,8 @@ def _insert_bigquery(
     type=click.IntRange(min=0),
     default=None,
     show_envvar=True,
-    help="The minimum batch size the servers publish with, to state on the page.",
+    help="The minimum batch size the servers publish with: stated on the page, and every batch with "
+    "fewer valid clients is marked.",
 )
 def report_command(
     database_path: str,
@@ -431,20 +432,34 @@ def report_command(
     top: int,
     min_batch_size: int | None,
 ) -> None:
-    """Write a self-contained HTML page per date: top origins per metric, totals, errors.
+    """Write a self-contained HTML page per date, from the results and rejects tables.
 
-    Prints the path of each page written on stdout.
+    Each page opens with an overview (whose results, the dates in the database,
+    the minimum batch size in force, every metric's totals, clients, errors and
+    the rejects of the date) and shows, per metric, a trend chart over every date
+    of the database, the top origins and every origin's count in a table that
+    sorts and filters in the page. Pages are written only for submission dates
+    that are YYYY-MM-DD: others are counted on stderr and skipped. Prints the
+    path of each page written on stdout.
     """
     with _errors():
         if not os.path.isfile(database_path):
             raise database.DatabaseError(f"--database {database_path} does not exist")
-        wanted = list(dates) or report.dates(database_path, table)
+        stored = report.all_dates(database_path, table)
+        skipped = [d for d in stored if not database.is_date(d)]
+        wanted = list(dates) or [d for d in stored if database.is_date(d)]
         out = location(output)
         for d in wanted:
-            page = report.render(d, report.metrics(database_path, d, top, table), min_batch_size)
+            page = report.render(report.page(database_path, d, table, min_batch_size), top)
             target = out.join(f"{d}.html")
             target.write_bytes(page.encode("utf-8"))
             click.echo(str(target))
+    if skipped:
+        shown = ", ".join(repr(d) for d in skipped[:5]) + (", ..." if len(skipped) > 5 else "")
+        _echo_err(
+            f"report: {len(skipped)} of {len(stored)} submission_date values in {table} are not "
+            f"YYYY-MM-DD, left out of every page: {shown}"
+        )
 
 
 @click.command("generate-pings")
