@@ -29,7 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "report": (
         f"{_MODULE}:report_command",
-        "Write a self-contained HTML page per date: top origins per metric.",
+        "Write a self-contained HTML page per date: overview, trends, every origin.",
     ),
     "generate-pings": (
         f"{_MODULE}:generate_pings",

@@ -175,7 +175,7 @@ def test_integrate_source_firefox_end_to_end(tmp_path):
         result.stderr
     )
     page = (report / f"{DATE}.html").read_text()
-    assert page.count('<img class="chart"') == len(METRICS)
+    assert page.count('<img class="chart trend"') == len(METRICS)
 
 
 def _published(private: Path, date: str, batches: dict[str, int]) -> None:
