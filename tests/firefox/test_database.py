@@ -223,3 +223,36 @@ def test_a_table_made_before_server_id_gets_the_column(tmp_path):
     database.replace_date(db, "2019-06-26", [{**r, "server_id": "A"} for r in rows("2019-06-26", [5])])
     got = database.query(db, "SELECT submission_date, server_id FROM content_blocking ORDER BY 1")
     assert [tuple(r) for r in got] == [("2019-06-25", None), ("2019-06-26", "A")]
+
+
+def test_insert_into_bigquery_sends_both_tables_of_the_date(tmp_path, monkeypatch):
+    from prio_processor.firefox import subcommands
+
+    client = RecordingClient()
+    monkeypatch.setattr(subcommands, "_bigquery_client", lambda: client)
+    staged = tmp_path / "staging.ndjson"
+    staged.write_text(json.dumps(STAGING_REJECTS[1]) + "\n")
+    indexed = _indexed(tmp_path, rows("2019-06-26", [3, 4]))
+    args = ["insert", "--input", indexed, "--date", "2019-06-26", "--dataset", "p.telemetry"]
+    result = CliRunner().invoke(entry_point, [*args, "--server-id", "A", "--staging-rejects", str(staged)])
+    assert result.exit_code == 0, result.output
+    (results, to_results, _), (rejects, to_rejects, _) = client.calls
+    assert to_results == "p.telemetry.content_blocking$20190626"
+    assert to_rejects == "p.telemetry.content_blocking_rejects$20190626"
+    sent = [json.loads(line) for line in results.decode().splitlines()]
+    assert [(r["aggregate"], r["server_id"]) for r in sent] == [(3, "A"), (4, "A")]
+    assert [json.loads(line) for line in rejects.decode().splitlines()] == [
+        {
+            "submission_date": "2019-06-26",
+            "stage": "staging",
+            "reason": "unknown_encoding",
+            "detail": STAGING_REJECTS[1]["detail"],
+            "id": "ping-2",
+            "entry": 1,
+            "batch_id": None,
+        }
+    ]
+    staged.write_text("{not json\n")
+    broken = CliRunner().invoke(entry_point, [*args, "--staging-rejects", str(staged)])
+    assert broken.exit_code == 2 and len(broken.output.splitlines()) == 1
+    assert "--staging-rejects: line 1 of" in broken.output and len(client.calls) == 2
