@@ -177,7 +177,7 @@ def test_bigquery_load_job_replaces_one_partition_with_the_declared_schema():
         database.bigquery_load_job("telemetry", "content_blocking", "26/06/2019")
 
 
-STAGING_REJECTS = [
+STAGING_REJECTS: list[dict[str, Any]] = [
     {"id": None, "reason": "bad_json", "detail": "line 3 of sink/part-0.ndjson is not JSON"},
     {"id": "ping-2", "reason": "unknown_encoding", "detail": "encoding 'x-0' is unknown", "entry": 1},
 ]

@@ -69,7 +69,7 @@ def _rows(date: str, metric: str, number: int, day: int) -> list[dict]:
     return out
 
 
-STAGING_REJECTS = [
+STAGING_REJECTS: list[dict[str, Any]] = [
     {"id": None, "reason": "bad_json", "detail": "line 3 is not JSON"},
     {"id": "p1", "reason": "unknown_encoding", "detail": "encoding x-0 is unknown", "entry": 0},
     {"id": "p2", "reason": "unknown_encoding", "detail": "encoding x-1 is unknown", "entry": 1},
@@ -304,7 +304,8 @@ def test_overview_above_the_fold_and_the_origin_table_sorts_and_filters(page_fil
     assert box is not None and box["y"] >= 0 and box["y"] + box["height"] <= 720, box
     assert shot.size == (1280, 720)
     top_band = shot.crop((0, 0, 1280, int(box["y"] + box["height"])))
-    assert top_band.getextrema()[0] < 100  # text is drawn there
+    darkest = top_band.getextrema()[0]
+    assert isinstance(darkest, int) and darkest < 100  # text is drawn there
     rows = _rows(DATE, "content.blocking_blocked", 0, 2)
     by_count = sorted(rows, key=lambda r: (r["aggregate"], r["index"]))
     assert [int(r[2]) for r in ascending] == [r["aggregate"] for r in by_count[:3]]
