@@ -181,6 +181,22 @@ def test_report_writes_pages_only_for_dates_inside_its_output(tmp_path, bad):
     ]
 
 
+def test_a_database_made_before_server_ids_and_rejects(tmp_path):
+    db = tmp_path / "old.sqlite"
+    old = [c for c in database.SCHEMA if c.name != "server_id"]
+    with database.connect(str(db)) as conn:
+        columns = ", ".join(f'"{c.name}" {c.sqlite}' for c in old)
+        conn.execute(f"CREATE TABLE content_blocking ({columns})")
+        conn.executemany(
+            f"INSERT INTO content_blocking VALUES ({', '.join('?' for _ in old)})",
+            [database.check_row(r)[:-1] for r in _rows(DATE, METRICS[0], 0, 0)],
+        )
+    result = _report(db, tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    text = (tmp_path / "out" / f"{DATE}.html").read_text()
+    assert "a server not recorded in the table" in text and "Rejects: none in the database" in text
+
+
 def test_dollar_signs_are_shown_as_they_are(tmp_path):
     db = tmp_path / "results.sqlite"
     rows = _rows(DATE, "content.blocking_$_$", 0, 0)
