@@ -232,7 +232,8 @@ def _pyplot():  # type: ignore[no-untyped-def]
     return plt
 
 
-def bar_chart_png(metric: str, top: list[tuple[str, int]]) -> bytes:
+def bar_chart_png(metric: str, top: list[tuple[str, int]], tied: int = 0) -> bytes:
+    """Bars of the top origins; `tied` more origins have the last bar's count (the title says so)."""
     plt = _pyplot()
     from matplotlib.ticker import MaxNLocator
 
@@ -246,7 +247,8 @@ def bar_chart_png(metric: str, top: list[tuple[str, int]]) -> bytes:
         ax.set_yticks(range(len(names)), labels=names, fontsize=8)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # counts of clients
         ax.set_xlabel("clients")
-        ax.set_title(_literal(f"{metric}: top {len(top)} origins"), fontsize=10)
+        ties = f" ({tied} more with {top[-1][1]}: see the table)" if tied and top else ""
+        ax.set_title(_literal(f"{metric}: top {len(top)} origins{ties}"), fontsize=10)
         ax.margins(y=0.01, x=0.08)
         fig.tight_layout()
         return _png(fig)
@@ -268,7 +270,8 @@ def trend_chart_png(metric: str, trend_: Trend, date: str) -> bytes:
             ax.plot(x, [_nan(c) for c in counts], marker="o", label=_literal(origin))
         if date in trend_.dates:
             ax.axvline(trend_.dates.index(date), color="#999", linewidth=0.8)
-        ax.set_xticks(x, labels=trend_.dates, fontsize=7, rotation=30 if len(x) > 6 else 0)
+        step = -(-len(x) // 12)  # at most 12 labelled dates
+        ax.set_xticks(x[::step], labels=trend_.dates[::step], fontsize=7, rotation=30 if len(x) > 6 else 0)
         ax.set_xlim(-0.5, len(x) - 0.5)
         ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylim(bottom=0)
@@ -367,12 +370,13 @@ def _server_text(ids: list[str]) -> str:
 
 def _overview(p: Page) -> str:
     e = html.escape
-    first, last = (p.dates[0], p.dates[-1]) if p.dates else (p.date, p.date)
-    facts = (
-        f"Results of <b>{e(_server_text(p.servers))}</b> for <b>{e(p.date)}</b>. "
+    held = (
         f"The database holds {len(p.dates)} date{'s' if len(p.dates) != 1 else ''}, "
-        f"{e(first)} to {e(last)}: the trend charts cover them all."
+        f"{e(p.dates[0])} to {e(p.dates[-1])}: the trend charts cover them all."
+        if p.dates
+        else "The database holds no results."
     )
+    facts = f"Results of <b>{e(_server_text(p.servers))}</b> for <b>{e(p.date)}</b>. {held}"
     if p.min_batch_size:
         policy = (
             f'<p class="policy">Minimum batch size in force: <b>{p.min_batch_size}</b> valid clients '
@@ -436,7 +440,8 @@ def _metric_section(k: int, m: Metric, p: Page, top: int) -> str:
     e = html.escape
     trend_png = base64.b64encode(trend_chart_png(m.name, p.trends[m.name], p.date)).decode("ascii")
     top_counts = [(o.origin, o.count) for o in m.top(top)]
-    top_png = base64.b64encode(bar_chart_png(m.name, top_counts)).decode("ascii")
+    tied = sum(1 for o in m.top(len(m.origins))[top:] if top_counts and o.count == top_counts[-1][1])
+    top_png = base64.b64encode(bar_chart_png(m.name, top_counts, tied)).decode("ascii")
     part_rows = "".join(
         f'<tr><td class="n">{part.first_index}&ndash;{part.first_index + part.origins - 1}</td>'
         f'<td class="n">{part.total}</td><td class="n">{part.error}</td><td class="n">{part.valid}'
