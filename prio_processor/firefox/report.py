@@ -322,7 +322,9 @@ document.querySelectorAll('table.origins').forEach(function (table) {
         // ties keep the order of the origin list either way
         return Number(a.cells[0].getAttribute('data-v')) - Number(b.cells[0].getAttribute('data-v'));
       });
-      rows.forEach(function (row) { body.appendChild(row); });
+      var sorted = document.createDocumentFragment();  // one reflow, not one per row
+      rows.forEach(function (row) { sorted.appendChild(row); });
+      body.appendChild(sorted);
     });
   });
 });
