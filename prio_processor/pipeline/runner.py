@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 from ..engine.client import Client
 from ..engine.config import Config
 from ..engine.server import Schedule, Server, TotalShare
-from ..storage import Location, RecordWriter, location, read_all
+from ..storage import Location, RecordWriter, location, overlapping, read_all
 from ..storage.locations import LocalLocation
 from ..storage.records import PARQUET_SUFFIX, read_raw, read_spans
 from . import stages
@@ -100,6 +100,7 @@ def run_stage(
     workers: int = 1,
     cache: Location | None = None,
     notice: Notice = _no_notice,
+    max_error_ratio: float | None = None,
 ) -> tuple[Tally, Record | None]:
     """Run one stage; returns its tally and, for aggregate and publish, the record written.
 
@@ -128,6 +129,7 @@ def run_stage(
             rejects,
             min_batch_size,
             prec,
+            max_error_ratio,
         )
     if not isinstance(party, Server):
         raise TypeError(f"{stage} runs with a Server")
@@ -309,7 +311,7 @@ def verify1(
     folder = output_folder(output)
     names = [p.name for p in parts]
     if cache is not None:
-        _check_cache_folder(cache, folder, source)
+        _check_cache_folder(cache, (folder, source, rejects))
     with rejects_sink(rejects, "verify1", server.server_id, (folder,)) as sink:
         tally = Tally("verify1", sink)
         chunks = part_chunks(server, parts, names, progress, workers)
@@ -329,10 +331,16 @@ def verify1(
     return tally
 
 
-def _check_cache_folder(cache: Location, output: Location, *inputs: Location | None) -> None:
-    """The cache has a folder of its own: output folders hold only what the stage writes."""
-    if cache.uri.rstrip("/") in {loc.uri.rstrip("/") for loc in (output, *inputs) if loc is not None}:
-        raise InputError(f"--cache {cache} must be a folder of its own, not an input or output of the stage")
+def _check_cache_folder(cache: Location, places: Iterable[Location | None]) -> None:
+    """The cache has a folder of its own, apart from every input, output and rejects list of the
+    stage: output folders hold only what the stage writes, and a cache inside a folder that is
+    copied to the partner would hand it this server's shares."""
+    for place in places:
+        if place is not None and overlapping(cache, place):
+            raise InputError(
+                f"--cache {cache} must be a folder of its own: it must not be, lie inside or contain "
+                f"{place}, an input, output or --rejects of the stage"
+            )
     if cache.is_file():
         raise InputError(f"--cache {cache} is a file, expected a folder")
 
@@ -345,13 +353,14 @@ def _cached_or_shares(
     schedule: Schedule | None,
     output: Location,
     inputs: Inputs,
+    rejects: Location | None,
     notice: Notice,
 ) -> _T:
     """`run` over verify1's cache when it matches these inputs and settings, else over the
     shares; also over the shares, from the start, when the cache cannot answer for a record."""
     if cache is None:
         return run(None)
-    _check_cache_folder(cache, output, inputs.shares, inputs.internal, inputs.external)
+    _check_cache_folder(cache, (output, inputs.shares, inputs.internal, inputs.external, rejects))
     found, why_not = open_cache(cache, parts, server, schedule)
     if found is None:
         notice(f"not using the cache in {cache}: {why_not}; reading the shares")
@@ -402,7 +411,7 @@ def verify2(
     parts = input_parts(_need(inputs.shares), "--input")
     folder = output_folder(output)
     run = functools.partial(_verify2, server, schedule, inputs, parts, folder, rejects, progress, workers)
-    return _cached_or_shares(run, cache, parts, server, schedule, folder, inputs, notice)
+    return _cached_or_shares(run, cache, parts, server, schedule, folder, inputs, rejects, notice)
 
 
 def _verify2(
@@ -450,7 +459,7 @@ def aggregate(
     parts = input_parts(_need(inputs.shares), "--input")
     folder = output_folder(output)
     run = functools.partial(_aggregate, server, inputs, parts, folder, rejects, progress, workers)
-    return _cached_or_shares(run, cache, parts, server, None, folder, inputs, notice)
+    return _cached_or_shares(run, cache, parts, server, None, folder, inputs, rejects, notice)
 
 
 def _aggregate(
@@ -494,6 +503,7 @@ def publish(
     rejects: Location | None = None,
     min_batch_size: int = 0,
     prec: int | None = None,
+    max_error_ratio: float | None = None,
 ) -> tuple[Tally, Record]:
     """Publish refuses bad aggregates instead of rejecting records: its rejects list stays empty."""
     internal_parts = input_parts(internal, "--input-internal")
@@ -509,6 +519,7 @@ def publish(
             read_all(external_parts, max_line),
             min_batch_size,
             prec,
+            max_error_ratio,
         )
     with RecordWriter(_named(folder, internal, "publish.ndjson")) as out:
         out.write(record)

@@ -357,6 +357,21 @@ class GcsLocation(Location):
                 _gcs_call(f"cannot delete {child.uri}", child._bucket.blob(child.key).delete)
 
 
+def overlapping(a: Location, b: Location) -> bool:
+    """Whether `a` and `b` are the same place or one lies inside the other (local paths resolved,
+    so `..` and symbolic links do not hide it)."""
+    if isinstance(a, LocalLocation) and isinstance(b, LocalLocation):
+        first, second = a.path.resolve(), b.path.resolve()
+        return first == second or first in second.parents or second in first.parents
+    if isinstance(a, GcsLocation) and isinstance(b, GcsLocation):
+        if a.bucket_name != b.bucket_name:
+            return False
+        key_a, key_b = a._prefix(), b._prefix()
+        return key_a.startswith(key_b) or key_b.startswith(key_a)
+    uri_a, uri_b = a.uri.rstrip("/") + "/", b.uri.rstrip("/") + "/"
+    return type(a) is type(b) and (uri_a.startswith(uri_b) or uri_b.startswith(uri_a))
+
+
 def location(path: str | os.PathLike | Location) -> Location:
     """A Location from a local path or a gs:// URI."""
     if isinstance(path, Location):
