@@ -128,7 +128,8 @@ def test_the_run_lock(place):
     with pytest.raises(LockLost, match=r"now held by process A .*pid 202"):
         first.renew()
     assert first.release() is False  # not its lock any more: left alone
-    assert Holder.from_bytes(where.read_generation()[0]).pid == 202
+    now_held = Holder.from_bytes(where.read_generation()[0])
+    assert now_held is not None and now_held.pid == 202
     assert second.release() is True
     assert where.read_generation() is None
 
@@ -164,6 +165,7 @@ def test_bucket_lock_holds_renews_and_releases(tmp_path):
         stdout=subprocess.PIPE,
         text=True,
     )
+    assert holder.stdin is not None and holder.stdout is not None
     try:
         assert holder.stdout.readline() == f"locked {where}\n"
         expires = json.loads(where.read_text())["expires"]
