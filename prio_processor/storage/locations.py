@@ -52,6 +52,33 @@ def is_part_name(name: str) -> bool:
     return name.startswith("part-") or name.endswith((".json", ".ndjson", ".parquet"))
 
 
+class PendingWrites:
+    """Files written in full that take their final names only at `commit()`, in the order
+    written; `discard()` leaves none of them behind. A stage gives its outputs their names only
+    once its rejects list is in place: a failure leaves nothing under a final name."""
+
+    def __init__(self) -> None:
+        self._pending: list[tuple[Callable[[], None], Callable[[], None]]] = []
+
+    def add(self, commit: Callable[[], None], discard: Callable[[], None]) -> None:
+        self._pending.append((commit, discard))
+
+    def commit(self) -> None:
+        while self._pending:
+            commit, discard = self._pending.pop(0)
+            try:
+                commit()
+            except BaseException:
+                discard()
+                raise
+
+    def discard(self) -> None:
+        pending, self._pending = self._pending, []
+        for _, discard in pending:
+            with contextlib.suppress(OSError):
+                discard()
+
+
 class Location:
     """Base class; use `location()` to make one."""
 
@@ -116,8 +143,9 @@ class Location:
         raise NotImplementedError
 
     @contextlib.contextmanager
-    def open_write(self) -> Iterator[IO[bytes]]:
-        """A binary file that appears at this location only if the block succeeds."""
+    def open_write(self, pending: PendingWrites | None = None) -> Iterator[IO[bytes]]:
+        """A binary file that appears at this location only if the block succeeds (with
+        `pending`: only once `pending` is committed)."""
         raise NotImplementedError
         yield
 
@@ -204,7 +232,7 @@ class LocalLocation(Location):
         return f"{info.st_size}:{info.st_mtime_ns}:{info.st_ino}"
 
     @contextlib.contextmanager
-    def open_write(self) -> Iterator[IO[bytes]]:
+    def open_write(self, pending: PendingWrites | None = None) -> Iterator[IO[bytes]]:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(
@@ -219,13 +247,22 @@ class LocalLocation(Location):
                     f.flush()
                     os.fsync(f.fileno())
                     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes files private; outputs follow the umask
-                    os.replace(tmp, self.path)
                 except OSError as exc:  # a full disk shows here
                     raise StorageError(f"cannot write {self.uri}: {exc.strerror or exc}") from None
+            if pending is None:
+                self._rename(tmp)
+            else:
+                pending.add(lambda: self._rename(tmp), lambda: os.unlink(tmp))
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
+
+    def _rename(self, tmp: str) -> None:
+        try:
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            raise StorageError(f"cannot write {self.uri}: {exc.strerror or exc}") from None
 
     def clear_stale_temporaries(self, names: Iterable[str] | None = None) -> int:
         """Delete the temporary files a killed writer left in this folder (of `names` only, if
@@ -461,14 +498,25 @@ class GcsLocation(Location):
         return f"{blob.size}:{blob.generation}"
 
     @contextlib.contextmanager
-    def open_write(self) -> Iterator[IO[bytes]]:
+    def open_write(self, pending: PendingWrites | None = None) -> Iterator[IO[bytes]]:
         # An unnamed temporary file: nothing is left behind even if the process is killed.
-        with tempfile.TemporaryFile(prefix="prio-upload-") as tmp:
+        tmp = tempfile.TemporaryFile(prefix="prio-upload-")  # noqa: SIM115  # closed after its upload
+        try:
             yield tmp
             try:
                 tmp.flush()
             except OSError as exc:
                 raise StorageError(f"cannot write {self.uri}: {exc.strerror or exc}") from None
+        except BaseException:
+            tmp.close()
+            raise
+        if pending is None:
+            self._upload(tmp)
+        else:
+            pending.add(lambda: self._upload(tmp), tmp.close)
+
+    def _upload(self, tmp: IO[bytes]) -> None:
+        with tmp:
             blob = self._bucket.blob(self.key)
             _gcs_call(f"cannot write {self.uri}", blob.upload_from_file, tmp, rewind=True)
 

@@ -4,20 +4,27 @@ stamp) with another seed, PRG keying or evaluation schedule fails every client; 
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import resource
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from prio_processor.engine import keys
+from prio_processor.engine.client import Client
 from prio_processor.engine.prg import PrgKeying
 from prio_processor.engine.server import Schedule, Server
 from prio_processor.pipeline import runner
 from prio_processor.storage import location
 
 from runner import run_inprocess
-from tests_support import PEER, Pair, run_verify_chain, tampered_shares, write_parts
+from tests_support import PEER, SCRIPT_VARIABLES, Pair, run_verify_chain, tampered_shares, write_parts
 
 # How the partner, running the original, differs from server A.
 PARTNER = {
@@ -127,3 +134,100 @@ def test_max_error_ratio_is_a_bound_on_either_server(tmp_path):
     part.write_text(json.dumps(record) + "\n")
     refused = _publish(pair, out, "--max-error-ratio", "0.9")
     assert refused.exit_code == 2 and "of the partner's clients failed" in refused.stderr
+
+
+# ------------------------------------------------------------------ rejects first, then outputs
+
+
+def _server_env(pair: Pair, server: str) -> dict[str, str]:
+    own, other = (
+        (pair.private_a, pair.config.public_key_b)
+        if server == "A"
+        else (pair.private_b, pair.config.public_key_a)
+    )
+    return {
+        "N_DATA": str(pair.config.n_data),
+        "BATCH_ID": pair.config.batch_id.decode(),
+        "SERVER_ID": server,
+        "PRIVATE_KEY_HEX": keys.private_key_to_hex(own),
+        "SHARED_SECRET": base64.b64encode(pair.seed).decode(),
+        "PUBLIC_KEY_HEX_INTERNAL": keys.public_key_to_hex(own.public_key()),
+        "PUBLIC_KEY_HEX_EXTERNAL": keys.public_key_to_hex(other),
+        "EVALUATION_POINT": "fixed",
+    }
+
+
+def _files(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if p.is_file()] if folder.exists() else []
+
+
+def _with_file_size_limit(limit: int) -> Callable[[], None]:
+    def limit_files() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG) instead
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return limit_files
+
+
+@pytest.mark.parametrize("stage", ["verify1", "verify2", "aggregate"])
+def test_a_stage_that_cannot_write_its_rejects_leaves_no_output(tmp_path, stage):
+    """Files of at most 4 KiB may be written (as with a quota): every output file fits, the
+    rejects list of 150 bad lines in the last input part does not. The stage exits 2, and no
+    output has its final name, not even of the parts before."""
+    pair = Pair(5)
+    packets = Client(pair.config).encode_batch([[1, 0, 1, 1, 0]] * 8)
+    raw = {s: tmp_path / "raw" / s for s in PEER}
+    for s, index in (("A", 0), ("B", 1)):
+        raw[s].mkdir(parents=True)
+        for k in range(4):
+            lines = [
+                json.dumps(
+                    {"id": f"c{2 * k + j}", "payload": base64.b64encode(packets[2 * k + j][index]).decode()}
+                )
+                for j in range(2)
+            ]
+            (raw[s] / f"part-{k:05d}.json").write_text("\n".join(lines) + "\n")
+        (raw[s] / "part-00004.json").write_text("not json\n" * 150)
+    out = tmp_path / "out"
+    before = {"verify1": (), "verify2": ("verify1",), "aggregate": ("verify1", "verify2")}[stage]
+    for earlier in before:
+        for s, server in (("A", pair.a), ("B", pair.b)):
+            inputs = runner.Inputs(location(raw[s]))
+            if earlier == "verify2":
+                inputs = runner.Inputs(
+                    location(raw[s]), location(out / s / "verify1"), location(out / PEER[s] / "verify1")
+                )
+            runner.run_stage(earlier, server, inputs, location(out / s / earlier), schedule=Schedule.FIXED)
+    args = [
+        stage,
+        "--input",
+        str(raw["A"]),
+        "--output",
+        str(tmp_path / "result"),
+        "--rejects",
+        str(tmp_path / "rejects"),
+    ]
+    if stage != "verify1":
+        previous = before[-1]
+        args += ["--input-internal", str(out / "A" / previous), "--input-external", str(out / "B" / previous)]
+    env = {k: v for k, v in os.environ.items() if k not in SCRIPT_VARIABLES}
+    env.update(_server_env(pair, "A"), WORKERS="1")
+    result = subprocess.run(
+        [sys.executable, "-m", "prio_processor", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=_with_file_size_limit(4096),
+    )
+    assert result.returncode == 2, result.stderr
+    [line] = result.stderr.splitlines()
+    assert "cannot write" in line and "rejects-" in line and "File too large" in line, line
+    assert _files(tmp_path / "result") == []  # not even of the parts before the last
+    assert _files(tmp_path / "rejects") == []
+    # Without the limit the same stage writes every output and lists the 150 rejects.
+    unlimited = subprocess.run(
+        [sys.executable, "-m", "prio_processor", *args], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert unlimited.returncode == 0, unlimited.stderr
+    assert len((tmp_path / "rejects" / f"rejects-{stage}-A.ndjson").read_text().splitlines()) >= 150
