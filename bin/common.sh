@@ -295,7 +295,7 @@ lock_take() {
         exit 2
     fi
     trap lock_release EXIT
-    log "$line"
+    log "took the run lock ${line#locked }"
 }
 
 # lock_check: exit 2 if the lock was lost (its holder ended: another run took it over).

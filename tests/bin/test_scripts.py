@@ -533,6 +533,7 @@ def test_partner_never_arrives(tmp_path):
 @pytest.mark.slow
 def test_server_killed_mid_stage_and_restarted(tmp_path):
     deployment = Deployment(tmp_path, n_rows=40)
+    deployment.server["B"]["LOCK_TTL"] = "3"  # the killed run's lock: taken over 3 s after its last renewal
     deployment.generate()
     a = deployment.process("A")
     b = deployment.process("B")
@@ -548,6 +549,7 @@ def test_server_killed_mid_stage_and_restarted(tmp_path):
     for file in _data_files(tmp_path):  # nothing half-written is visible under a data name
         for line in file.read_text().splitlines():
             json.loads(line)
+    _sleep_until_expired(deployment.data_root("B") / "_process.lock")
     b = deployment.process("B")
     code_b, log_b = _finish(b)
     code_a, log_a = _finish(a)
@@ -560,6 +562,12 @@ def test_server_killed_mid_stage_and_restarted(tmp_path):
     # Nothing unfinished or private reached the partner.
     for shared in ("a-shared", "b-shared"):
         assert not [p for p in _files(tmp_path / shared) if p.name.endswith(".tmp") or "_rejects" in p.name]
+
+
+def _sleep_until_expired(lock: Path) -> None:
+    """Until the lock a killed run left has expired."""
+    expires = datetime.fromisoformat(json.loads(lock.read_text())["expires"].replace("Z", "+00:00"))
+    time.sleep(max(0.0, expires.timestamp() - time.time()) + 0.5)
 
 
 def _add_late_clients(deployment: Deployment, count: int) -> None:
@@ -862,9 +870,7 @@ def test_a_killed_runs_lock_is_taken_over_once_expired(tmp_path):
     code, log = _finish(deployment.process("A"), timeout=60)
     assert code == 2  # not expired yet
     _refused_by(log, holder)
-    left = json.loads(_lock_file(deployment).read_text())
-    expires = datetime.fromisoformat(left["expires"].replace("Z", "+00:00")).timestamp()
-    time.sleep(max(0.0, expires - time.time()) + 0.5)
+    _sleep_until_expired(_lock_file(deployment))
     a, b = deployment.process("A"), deployment.process("B")
     (code_a, log_a), (code_b, log_b) = _finish(a), _finish(b)
     assert (code_a, code_b) == (0, 0), log_a + log_b
