@@ -257,3 +257,56 @@ stop_group() {
     kill -KILL -- "-$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
 }
+
+# ---------------------------------------------------- private data and the run lock
+
+# canonical LOCATION: a local path resolved (`..`, symbolic links), a URI as it is.
+canonical() {
+    if [[ $1 == *://* ]]; then printf '%s\n' "${1%/}"; else realpath -m -- "$1"; fi
+}
+
+# keep_apart PATH NAME...: exit 2 unless PATH, a folder of this server's data in clear (the
+# cache), neither lies inside nor holds any of the buckets named by the variables NAME...
+keep_apart() {
+    local path name here there
+    path=$1
+    shift
+    here=$(canonical "$path")
+    for name in "$@"; do
+        there=$(canonical "${!name}")
+        if [[ $here/ == "$there"/* || $there/ == "$here"/* ]]; then
+            die "${path} (this server's shares in clear) must not lie inside or hold ${name}, which the partner reads"
+        fi
+    done
+}
+
+# lock_take PATH: hold the lock object PATH until this script exits (one run per server and
+# date): `prio bucket lock` takes it (LOCK_TTL seconds, renewed in the background) and
+# deletes it when its input, a pipe from this shell, closes. Exits 2, with the holder's one
+# line, when another run holds it or the store cannot lock.
+lock_take() {
+    local line=
+    coproc LOCK_HOLDER { exec prio bucket lock "$1" --owner "${script_name} ${SERVER_ID:-}" --ttl "$LOCK_TTL"; }
+    lock_holder=$LOCK_HOLDER_PID
+    lock_input=${LOCK_HOLDER[1]}
+    IFS= read -r line <&"${LOCK_HOLDER[0]}" || true
+    if [[ $line != locked* ]]; then
+        wait "$lock_holder" || exit
+        exit 2
+    fi
+    trap lock_release EXIT
+    log "took the run lock ${line#locked }"
+}
+
+# lock_check: exit 2 if the lock was lost (its holder ended: another run took it over).
+lock_check() {
+    [[ -z ${lock_holder:-} ]] || kill -0 "$lock_holder" 2>/dev/null || die "lost the run lock: stopping"
+}
+
+# lock_release: delete the lock and wait until it is gone (at exit).
+lock_release() {
+    [[ -n ${lock_holder:-} ]] || return 0
+    exec {lock_input}>&-
+    wait "$lock_holder" || true
+    lock_holder=
+}

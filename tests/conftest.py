@@ -53,12 +53,22 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _start_gcs_server(executable: str) -> tuple[subprocess.Popen[bytes], str] | None:
+ROOT = Path(__file__).resolve().parents[1]
+#: The GCS API server with object preconditions enforced (see the script), as bin/integrate starts it.
+GCS_API_SERVER = [sys.executable, str(ROOT / "scripts" / "gcs_api_server.py")]
+#: gcp-storage-emulator as it is: it ignores ifGenerationMatch.
+PLAIN_EMULATOR = [
+    shutil.which("gcp-storage-emulator") or str(Path(sys.executable).parent / "gcp-storage-emulator"),
+    "start",
+]
+
+
+def _start_gcs_server(command: list[str]) -> tuple[subprocess.Popen[bytes], str] | None:
     """A started GCS API server and its URL, or None if it exited (its port was taken)."""
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     proc = subprocess.Popen(
-        [executable, "start", "--host", "127.0.0.1", "--port", str(port), "--in-memory"],
+        [*command, "--host", "127.0.0.1", "--port", str(port), "--in-memory"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -85,19 +95,11 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
-@pytest.fixture(scope="session")
-def gcs_emulator() -> Iterator[str]:
-    """A GCS API server (gcp-storage-emulator) on 127.0.0.1 for the whole session.
-
-    Yields its URL; tests set STORAGE_EMULATOR_HOST to it and use the real
-    google-cloud-storage client. Under pytest-xdist each worker has its own.
-    """
-    name = "gcp-storage-emulator"
-    executable = shutil.which(name) or str(Path(sys.executable).parent / name)
+def _gcs_server(command: list[str]) -> Iterator[str]:
     # Another process may take the free port between our check and the server's bind.
     started = None
     for _attempt in range(3):
-        started = _start_gcs_server(executable)
+        started = _start_gcs_server(command)
         if started is not None:
             break
     if started is None:
@@ -105,6 +107,23 @@ def gcs_emulator() -> Iterator[str]:
     proc, url = started
     yield url
     _stop(proc)
+
+
+@pytest.fixture(scope="session")
+def gcs_emulator() -> Iterator[str]:
+    """A GCS API server (gcp-storage-emulator behind scripts/gcs_api_server.py, which enforces
+    ifGenerationMatch) on 127.0.0.1 for the whole session.
+
+    Yields its URL; tests set STORAGE_EMULATOR_HOST to it and use the real
+    google-cloud-storage client. Under pytest-xdist each worker has its own.
+    """
+    yield from _gcs_server(GCS_API_SERVER)
+
+
+@pytest.fixture(scope="session")
+def plain_gcs_emulator() -> Iterator[str]:
+    """gcp-storage-emulator as it is, ignoring preconditions: a store that cannot hold a lock."""
+    yield from _gcs_server(PLAIN_EMULATOR)
 
 
 @pytest.fixture

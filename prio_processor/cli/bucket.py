@@ -6,8 +6,9 @@ import sys
 
 import click
 
-from ..storage import location, ops
+from ..storage import StorageError, location, ops
 from ..storage.locations import GCS_SCHEME
+from .base import ConfigError
 from .base import storage_errors as _storage_errors
 from .main import entry_point
 
@@ -128,3 +129,72 @@ def create(paths: tuple[str, ...]) -> None:
     with _storage_errors():
         for path in paths:
             location(path).create_bucket()
+
+
+@bucket.command()
+@click.argument("path")
+@click.option("--owner", required=True, help="Who holds the lock, as a second run is told ('process A').")
+@click.option(
+    "--ttl",
+    envvar="LOCK_TTL",
+    type=click.FloatRange(min=1),
+    default=180,
+    show_default=True,
+    show_envvar=True,
+    help="Seconds after which a lock that is not renewed counts as expired (its holder was killed).",
+)
+def lock(path: str, owner: str, ttl: float) -> None:
+    """Take the lock object PATH and hold it while standard input stays open.
+
+    First checks that the store enforces conditional writes (exit 2 naming it if not).
+    The lock {owner, host, pid, started, expires} is created only if absent; when another
+    run holds it, exits 2 with one line naming the holder. An expired lock is taken over
+    (with a warning) only if nobody changed it meanwhile. Once held, prints `locked PATH`
+    on stdout, renews it every 30 s (a third of --ttl if shorter) and deletes it when its
+    standard input closes (the run that started it ended, however it ended) or on SIGTERM;
+    exits 2 if another run took it. `pid` is the parent process's: the run holding it.
+    """
+    import os
+    import select
+    import signal
+    import uuid
+
+    from ..storage.lock import LockHeld, LockLost, RunLock, check_conditional_writes
+
+    where = location(path)
+    held = RunLock(where, owner, ttl, pid=os.getppid())
+    with _storage_errors(f"{owner}: "):
+        parent = where.uri.rstrip("/").rsplit("/", 1)[0]
+        check_conditional_writes(location(f"{parent}/{where.name}.probe-{uuid.uuid4().hex[:12]}"))
+        try:
+            warning = held.take()
+        except LockHeld as exc:
+            raise ConfigError(f"{owner}: another run is going on: {exc}") from None
+    if warning:
+        click.echo(f"{owner}: {warning}", err=True)
+
+    def stop(signum: int, frame: object) -> None:
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGHUP, stop)
+    click.echo(f"locked {where.uri}", nl=True)
+    sys.stdout.flush()
+    interval = min(30.0, ttl / 3)
+    try:
+        while True:
+            readable, _, _ = select.select([sys.stdin], [], [], interval)
+            if readable and not os.read(sys.stdin.fileno(), 4096):
+                return  # the run ended: release
+            if not readable:
+                try:
+                    held.renew()
+                except LockLost as exc:
+                    raise ConfigError(f"{owner}: {exc}") from None
+                except StorageError as exc:  # try again at the next renewal, before it expires
+                    click.echo(f"{owner}: could not renew the lock {where.uri}: {exc}", err=True)
+    finally:
+        try:
+            held.release()
+        except StorageError as exc:
+            click.echo(f"{owner}: could not release the lock {where.uri}: {exc}", err=True)

@@ -283,9 +283,10 @@ def publish(**params: Any) -> None:
                 options.optional_location(params["rejects"]),
                 min_batch_size=params["min_batch_size"],
                 prec=params["prec"],
+                max_error_ratio=params["max_error_ratio"],
             )
         except PublishError as exc:
-            raise click.ClickException(f"{opts.label}: refusing to publish: {exc}") from None
+            raise ConfigError(f"{opts.label}: refusing to publish: {exc}") from None
     assert record is not None
     warn(
         opts.label,

@@ -395,6 +395,14 @@ publish_options = _apply(
         help="Refuse to publish totals of fewer valid clients than this (a privacy floor; 0 turns it off).",
     ),
     click.option(
+        "--max-error-ratio",
+        type=click.FloatRange(0, 1),
+        default=None,
+        help="Refuse to publish (exit 2) when more than this share of either server's clients failed: "
+        "most likely the servers' keys, shared seed, --prg-keying or --evaluation-point differ, and the "
+        "totals would be zeros or wrong. Without it, publish whatever the error count (as the original).",
+    ),
+    click.option(
         "--prec",
         type=click.IntRange(1, 64),
         default=None,

@@ -19,7 +19,10 @@ from functools import lru_cache
 from typing import TypeVar
 
 import numpy as np
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
 from . import codec, field, limbs, poly, seal
 from .codec import SERVER_A, SERVER_B, ClientPacket, Verify1, Verify2
@@ -68,6 +71,12 @@ class Server:
         value = Schedule(schedule).value if schedule is not None else ""
         cfg = self.config
         return settings_mac(self._shared_seed, cfg.batch_id, cfg.n_data, self.keying.value, value)
+
+    def private_key_derived(self, info: bytes) -> bytes:
+        """A 32-byte key only this server can make: HKDF-SHA256 over its X25519 private key with
+        `info` (the partner knows the shared seed, never this key)."""
+        secret = self._private_key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+        return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(secret)
 
     # -- opening packets -----------------------------------------------------
 

@@ -18,7 +18,17 @@ verify1 also writes, for every input record in input order:
 `cache-<part>.rows` holds one msgpack map per chunk.
 
 `_manifest.json`, written last, ties the cache to the exact --input files (uri
-and version) and this server's settings. verify2 and aggregate given the same
+and version) and this server's settings.
+
+Nothing in the cache is taken on faith: it is authenticated with a key only this
+server can derive (HKDF-SHA256 over its X25519 private key, with info
+`prio-processor/cache/v1` || server id || batch id; never written anywhere, and
+the partner, who knows the shared seed, cannot derive it). Each frame is stored
+as [frame, MAC] with the MAC over the part's name, the frame's number and the
+manifest's digest of the inputs, so frames cannot be altered, reordered or moved
+between parts or caches; the manifest's MAC covers all of it, the number of
+frames of each part included, so a cut-short part is noticed too. A frame or
+manifest that does not authenticate is handled like a damaged cache. verify2 and aggregate given the same
 folder use it only if it matches; when it does not, or a record needs what
 verify1 did not compute (the sequential schedule drawing another point for it,
 say), the stage reads the shares as it would without a cache. Outputs and
@@ -31,6 +41,8 @@ the server's private storage only, never in a bucket the partner reads.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
 import json
 from collections.abc import Callable, Iterator, Sequence
 from typing import IO, Any
@@ -49,7 +61,8 @@ from . import settings, stages
 from .errors import RecordError, RejectReason
 from .stages import Opening, Problem, RawItem, Record, Selection
 
-FORMAT = 1
+FORMAT = 2
+_KEY_INFO = b"prio-processor/cache/v1"
 # Names no reader takes for data (not part-*, *.json, *.ndjson, *.parquet; the manifest is a side file).
 MANIFEST = "_manifest.json"
 PREFIX = "cache-"
@@ -74,6 +87,27 @@ def _problem_in(value: Any) -> Problem | None:
         return RejectReason(value[0]), str(value[1])
     except (ValueError, TypeError, IndexError, KeyError):
         raise CacheMiss("a cache file names an unknown reject reason") from None
+
+
+def cache_key(server: Server) -> bytes:
+    """The key the cache is authenticated with; only this server can derive it."""
+    return server.private_key_derived(_KEY_INFO + server.server_id.encode() + server.config.batch_id)
+
+
+def _inputs_digest(inputs: Any) -> str:
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _frame_mac(key: bytes, part: str, number: int, inputs_digest: str, body: bytes) -> bytes:
+    # msgpack of a list is self-delimiting: no two (part, number, digest, body) encode alike.
+    bound = msgpack.packb(["frame", part, number, inputs_digest])
+    return hmac.new(key, bound + body, hashlib.sha256).digest()
+
+
+def _manifest_mac(key: bytes, found: dict[str, Any]) -> str:
+    fields = {k: v for k, v in found.items() if k != "mac"}
+    text = json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
+    return hmac.new(key, b"manifest" + text, hashlib.sha256).hexdigest()
 
 
 def _element_at(blob: bytes, position: int) -> int:
@@ -179,7 +213,10 @@ class CacheWriter:
     def __init__(self, folder: Location, server: Server, schedule: Schedule, parts: Sequence[Location]):
         self._folder = folder
         self._manifest = manifest(server, schedule, parts)
+        self._key = cache_key(server)
+        self._digest = _inputs_digest(self._manifest["inputs"])
         self._rows: dict[str, int] = {}  # records per part: a file cut short is noticed
+        self._frames: dict[str, int] = {}
         self._stack: contextlib.ExitStack | None = None
         self._file: IO[bytes] | None = None
         self._name: str | None = None
@@ -204,8 +241,11 @@ class CacheWriter:
             self._name = name
         assert self._file is not None
         self._rows[name] = self._rows.get(name, 0) + rows
+        number = self._frames.get(name, 0)
+        self._frames[name] = number + 1
+        mac = _frame_mac(self._key, name, number, self._digest, frame)
         try:
-            self._file.write(frame)
+            self._file.write(msgpack.packb([frame, mac]))
         except OSError as exc:
             problem = exc.strerror or exc
             raise StorageError(f"cannot write the cache in {self._folder.uri}: {problem}") from None
@@ -219,6 +259,8 @@ class CacheWriter:
         self._close(exc)
         if exc_type is None:
             self._manifest["rows"] = self._rows
+            self._manifest["frames"] = self._frames
+            self._manifest["mac"] = _manifest_mac(self._key, self._manifest)
             self._folder.join(MANIFEST).write_bytes(json.dumps(self._manifest, indent=1).encode())
 
 
@@ -228,25 +270,42 @@ class CacheWriter:
 class Cache:
     """A cache folder whose manifest matches a stage's inputs and settings."""
 
-    def __init__(self, folder: Location, rows: dict[str, int]) -> None:
+    def __init__(self, folder: Location, found: dict[str, Any], key: bytes) -> None:
         self.folder = folder
-        self._rows = rows
+        self._rows = found["rows"]
+        self._frames = found["frames"]
+        self._digest = _inputs_digest(found["inputs"])
+        self._key = key
 
     def frames(self, part: Location) -> Iterator[dict[str, Any]]:
-        """The frames verify1 wrote for `part`, in order."""
+        """The frames verify1 wrote for `part`, in order, each authenticated."""
         name = PREFIX + part.name + ROWS_SUFFIX
         try:
             with self.folder.join(name).open_read() as rows:
-                seen = 0
-                for frame in msgpack.Unpacker(rows, raw=False):
+                seen = number = 0
+                for item in msgpack.Unpacker(rows, raw=False):
+                    frame = self._authentic(item, part.name, number, name)
+                    number += 1
                     seen += _checked_rows(frame)
                     yield frame
-                if seen != self._rows.get(part.name):
+                if seen != self._rows.get(part.name) or number != self._frames.get(part.name):
                     raise CacheMiss(f"{name} in the cache is cut short")
         except StorageError as exc:
             raise CacheMiss(str(exc)) from None
         except (ValueError, msgpack.UnpackException) as exc:
             raise CacheMiss(f"{name} in the cache is damaged ({exc})") from None
+
+
+    def _authentic(self, item: Any, part: str, number: int, name: str) -> Any:
+        if not (isinstance(item, list) and len(item) == 2 and all(isinstance(v, bytes) for v in item)):
+            raise CacheMiss(f"{name} in the cache holds something other than verify1's frames")
+        body, mac = item
+        if not hmac.compare_digest(mac, _frame_mac(self._key, part, number, self._digest, body)):
+            raise CacheMiss(
+                f"frame {number} of {name} in the cache does not authenticate (altered, reordered, "
+                "or not written by this server)"
+            )
+        return msgpack.unpackb(body, raw=False)
 
 
 _FRAME_LISTS = ("ids", "problems", "open", "open_h", "open_data", "digests", "fields")
@@ -288,6 +347,9 @@ def open_cache(
         server.config.n_data,
     ):
         return None, "it was made for another server, batch or n_data"
+    key = cache_key(server)
+    if not same_mac(str(found.get("mac")), _manifest_mac(key, found)):
+        return None, f"its manifest {MANIFEST} does not authenticate (altered, or not written by this server)"
     stamp = found.get(settings.FIELD)
     if not isinstance(stamp, dict):
         return None, "its manifest names no settings"
@@ -307,10 +369,9 @@ def open_cache(
         return None, str(exc)
     if inputs != found.get("inputs"):
         return None, "--input is not the files verify1 read (they changed, or others were given)"
-    rows = found.get("rows")
-    if not isinstance(rows, dict):
+    if not (isinstance(found.get("rows"), dict) and isinstance(found.get("frames"), dict)):
         return None, "its manifest does not count the records"
-    return Cache(folder, rows), ""
+    return Cache(folder, found, key), ""
 
 
 def _record_fields(record_id: str | None, text: str | None) -> Record:

@@ -12,7 +12,9 @@ through here, so outputs and the rejects list look the same everywhere:
   name ends in .ndjson or .json, else into that folder as
   `rejects-<stage>-<server>.ndjson` (`rejects-encode-shares.ndjson`).
 * Writes are atomic, and temporary files a killed run left in an output folder
-  are removed when the next run starts.
+  are removed when the next run starts. Outputs take their final names only
+  after the rejects list is in place: a stage that cannot list its rejects
+  leaves no output behind.
 """
 
 from __future__ import annotations
@@ -26,8 +28,8 @@ from typing import Any, TypeVar
 from ..engine.client import Client
 from ..engine.config import Config
 from ..engine.server import Schedule, Server, TotalShare
-from ..storage import Location, RecordWriter, location, read_all
-from ..storage.locations import LocalLocation
+from ..storage import Location, RecordWriter, location, overlapping, read_all
+from ..storage.locations import LocalLocation, PendingWrites
 from ..storage.records import PARQUET_SUFFIX, read_raw, read_spans
 from . import stages
 from .cache import (
@@ -100,6 +102,7 @@ def run_stage(
     workers: int = 1,
     cache: Location | None = None,
     notice: Notice = _no_notice,
+    max_error_ratio: float | None = None,
 ) -> tuple[Tally, Record | None]:
     """Run one stage; returns its tally and, for aggregate and publish, the record written.
 
@@ -128,6 +131,7 @@ def run_stage(
             rejects,
             min_batch_size,
             prec,
+            max_error_ratio,
         )
     if not isinstance(party, Server):
         raise TypeError(f"{stage} runs with a Server")
@@ -187,19 +191,36 @@ def rejects_sink(
         yield writer.write
 
 
+@contextlib.contextmanager
+def outputs_after_rejects(
+    rejects: Location | None, stage: str, server_id: str | None, outputs: Iterable[Location]
+) -> Iterator[tuple[RejectSink, PendingWrites]]:
+    """The rejects sink, and the outputs written meanwhile (`pending`), which take their final
+    names only once the rejects list is in place: if it cannot be written, no output is left."""
+    pending = PendingWrites()
+    try:
+        with rejects_sink(rejects, stage, server_id, outputs) as sink:
+            yield sink, pending
+    except BaseException:
+        pending.discard()
+        raise
+    pending.commit()
+
+
 class PartOutputs:
     """Output files named after input parts, one open at a time: chunks come in input
     order, so a part's file is complete once the next part's chunks arrive."""
 
-    def __init__(self, folder: Location) -> None:
+    def __init__(self, folder: Location, pending: PendingWrites) -> None:
         self._folder = folder
+        self._pending = pending
         self._writer: RecordWriter | None = None
         self._name: str | None = None
 
     def write(self, name: str, records: list[Record]) -> None:
         if name != self._name:
             self._close(None)
-            self._writer = RecordWriter(self._folder.join(name)).__enter__()
+            self._writer = RecordWriter(self._folder.join(name), self._pending).__enter__()
             self._name = name
         assert self._writer is not None
         for record in records:
@@ -283,12 +304,12 @@ def encode_shares(
     parts = input_parts(source, "--input")
     folder_a, folder_b = output_folder(output_a, "--output-A"), output_folder(output_b, "--output-B")
     max_line = stages.max_line_bytes(client.config)
-    with rejects_sink(rejects, "encode-shares", None, (folder_a, folder_b)) as sink:
+    with outputs_after_rejects(rejects, "encode-shares", None, (folder_a, folder_b)) as (sink, pending):
         tally = Tally("encode-shares", sink)
         for part in parts:
             with (
-                RecordWriter(folder_a.join(part.name)) as out_a,
-                RecordWriter(folder_b.join(part.name)) as out_b,
+                RecordWriter(folder_a.join(part.name), pending) as out_a,
+                RecordWriter(folder_b.join(part.name), pending) as out_b,
             ):
                 records = _counted(read_all([part], max_line), progress)
                 stages.encode_shares(client, records, out_a.write, out_b.write, tally, prec)
@@ -309,11 +330,11 @@ def verify1(
     folder = output_folder(output)
     names = [p.name for p in parts]
     if cache is not None:
-        _check_cache_folder(cache, folder, source)
-    with rejects_sink(rejects, "verify1", server.server_id, (folder,)) as sink:
+        _check_cache_folder(cache, (folder, source, rejects))
+    with outputs_after_rejects(rejects, "verify1", server.server_id, (folder,)) as (sink, pending):
         tally = Tally("verify1", sink)
         chunks = part_chunks(server, parts, names, progress, workers)
-        with PartOutputs(folder) as outputs:
+        with PartOutputs(folder, pending) as outputs:
             # One point stream for the whole run, across parts, as the original's one server.
             if cache is None:
                 steps = stages.Verify1Steps(server, schedule, tally)
@@ -329,10 +350,16 @@ def verify1(
     return tally
 
 
-def _check_cache_folder(cache: Location, output: Location, *inputs: Location | None) -> None:
-    """The cache has a folder of its own: output folders hold only what the stage writes."""
-    if cache.uri.rstrip("/") in {loc.uri.rstrip("/") for loc in (output, *inputs) if loc is not None}:
-        raise InputError(f"--cache {cache} must be a folder of its own, not an input or output of the stage")
+def _check_cache_folder(cache: Location, places: Iterable[Location | None]) -> None:
+    """The cache has a folder of its own, apart from every input, output and rejects list of the
+    stage: output folders hold only what the stage writes, and a cache inside a folder that is
+    copied to the partner would hand it this server's shares."""
+    for place in places:
+        if place is not None and overlapping(cache, place):
+            raise InputError(
+                f"--cache {cache} must be a folder of its own: it must not be, lie inside or contain "
+                f"{place}, an input, output or --rejects of the stage"
+            )
     if cache.is_file():
         raise InputError(f"--cache {cache} is a file, expected a folder")
 
@@ -345,13 +372,14 @@ def _cached_or_shares(
     schedule: Schedule | None,
     output: Location,
     inputs: Inputs,
+    rejects: Location | None,
     notice: Notice,
 ) -> _T:
     """`run` over verify1's cache when it matches these inputs and settings, else over the
     shares; also over the shares, from the start, when the cache cannot answer for a record."""
     if cache is None:
         return run(None)
-    _check_cache_folder(cache, output, inputs.shares, inputs.internal, inputs.external)
+    _check_cache_folder(cache, (output, inputs.shares, inputs.internal, inputs.external, rejects))
     found, why_not = open_cache(cache, parts, server, schedule)
     if found is None:
         notice(f"not using the cache in {cache}: {why_not}; reading the shares")
@@ -402,7 +430,7 @@ def verify2(
     parts = input_parts(_need(inputs.shares), "--input")
     folder = output_folder(output)
     run = functools.partial(_verify2, server, schedule, inputs, parts, folder, rejects, progress, workers)
-    return _cached_or_shares(run, cache, parts, server, schedule, folder, inputs, notice)
+    return _cached_or_shares(run, cache, parts, server, schedule, folder, inputs, rejects, notice)
 
 
 def _verify2(
@@ -418,14 +446,14 @@ def _verify2(
 ) -> Tally:
     internal_loc = _need(inputs.internal)
     max_line = _max_line(server)
-    with rejects_sink(rejects, "verify2", server.server_id, (folder,)) as sink:
+    with outputs_after_rejects(rejects, "verify2", server.server_id, (folder,)) as (sink, pending):
         tally = Tally("verify2", sink)
         check = SettingsCheck(server, schedule)
         with _joined_inputs(server, "verify1", inputs, tally, check, max_line) as (internal, external):
             names = (
                 [internal_loc.name] * len(parts) if internal_loc.is_file() else [part.name for part in parts]
             )
-            with PartOutputs(folder) as outputs:
+            with PartOutputs(folder, pending) as outputs:
                 if cache is None:
                     steps = stages.Verify2Steps(server, schedule, internal, external, tally)
                     chunks = part_chunks(server, parts, names, progress, workers)
@@ -450,7 +478,7 @@ def aggregate(
     parts = input_parts(_need(inputs.shares), "--input")
     folder = output_folder(output)
     run = functools.partial(_aggregate, server, inputs, parts, folder, rejects, progress, workers)
-    return _cached_or_shares(run, cache, parts, server, None, folder, inputs, notice)
+    return _cached_or_shares(run, cache, parts, server, None, folder, inputs, rejects, notice)
 
 
 def _aggregate(
@@ -494,6 +522,7 @@ def publish(
     rejects: Location | None = None,
     min_batch_size: int = 0,
     prec: int | None = None,
+    max_error_ratio: float | None = None,
 ) -> tuple[Tally, Record]:
     """Publish refuses bad aggregates instead of rejecting records: its rejects list stays empty."""
     internal_parts = input_parts(internal, "--input-internal")
@@ -509,6 +538,7 @@ def publish(
             read_all(external_parts, max_line),
             min_batch_size,
             prec,
+            max_error_ratio,
         )
     with RecordWriter(_named(folder, internal, "publish.ndjson")) as out:
         out.write(record)

@@ -612,13 +612,24 @@ def publish(
     external: Iterable[Record | BadRecord],
     min_batch_size: int = 0,
     prec: int | None = None,
+    max_error_ratio: float | None = None,
 ) -> Record:
-    """The published record: per-index counts (or integer totals with `prec`), error and total."""
+    """The published record: per-index counts (or integer totals with `prec`), error and total.
+    With `max_error_ratio`, refuses when more than that share of either server's clients failed."""
     own, error, total, own_stamp = _merge_aggregates(config, internal, server_index, "internal")
     peer, peer_error, peer_total, peer_stamp = _merge_aggregates(
         config, external, 1 - server_index, "external"
     )
     settings.compare_stamps(own_stamp, peer_stamp)
+    if max_error_ratio is not None:
+        sides = (("this server's", error, total), ("the partner's", peer_error, peer_total))
+        for whose, failed, count in sides:
+            if failed > max_error_ratio * count:
+                raise PublishError(
+                    f"{failed} of {count} of {whose} clients failed, more than --max-error-ratio "
+                    f"{max_error_ratio:g}: the servers' keys, shared seed (secret), --prg-keying or "
+                    "--evaluation-point likely differ"
+                )
     valid = total - error
     if peer_total - peer_error != valid:
         # Both servers add up exactly the packets both accepted: other counts mean other batches or settings.

@@ -215,9 +215,9 @@ def publish(ctx: _Context, **params: Any) -> None:
                               for side in ("internal", "external"))
         try:
             record = stages.publish(opts.config, "AB".index(opts.server_id), internal, external,
-                                    params["min_batch_size"], params["prec"])
+                                    params["min_batch_size"], params["prec"], params["max_error_ratio"])
         except PublishError as exc:
-            raise click.ClickException(f"{opts.label}: refusing to publish: {exc}") from None
+            raise ConfigError(f"{opts.label}: refusing to publish: {exc}") from None
         jobs.write_one(spark, record, params["output"])
     warn(opts.label, f"published {record['total'] - record['error']} valid clients "
                       f"({record['error']} errors out of {record['total']} total)")

@@ -1,6 +1,15 @@
 """IO: local folders and gs:// buckets, record files, completion markers."""
 
-from .locations import GcsLocation, LocalLocation, Location, StorageError, is_hidden, is_part_name, location
+from .locations import (
+    GcsLocation,
+    LocalLocation,
+    Location,
+    StorageError,
+    is_hidden,
+    is_part_name,
+    location,
+    overlapping,
+)
 from .records import BadRecord, RecordWriter, read_all, read_records
 
 __all__ = [
@@ -13,6 +22,7 @@ __all__ = [
     "is_hidden",
     "is_part_name",
     "location",
+    "overlapping",
     "read_all",
     "read_records",
 ]

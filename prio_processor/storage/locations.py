@@ -3,13 +3,22 @@
 A location is a local path or `gs://bucket/key`. In a bucket a "folder" is a
 key prefix. Writes are atomic: a local file is written beside its final name
 and renamed into place; an object is uploaded whole from a finished local
-temporary file. The google-cloud-storage client honours
+temporary file.
+
+Conditional writes (for the run lock, `storage.lock`) are made atomic by the
+store itself, one method each: create-if-absent, replace-if-generation, read
+(with the generation) and delete-if-generation. Locally: O_EXCL, with the
+folder locked (flock) for the compare-and-replace; in Cloud Storage: the
+ifGenerationMatch precondition (0 for create-if-absent). An S3 backend maps them
+to `If-None-Match: *` and `If-Match: <ETag>`. The google-cloud-storage client honours
 GOOGLE_APPLICATION_CREDENTIALS and STORAGE_EMULATOR_HOST.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import hashlib
 import io
 import os
 import re
@@ -41,6 +50,33 @@ def is_part_name(name: str) -> bool:
     if is_hidden(name):
         return False
     return name.startswith("part-") or name.endswith((".json", ".ndjson", ".parquet"))
+
+
+class PendingWrites:
+    """Files written in full that take their final names only at `commit()`, in the order
+    written; `discard()` leaves none of them behind. A stage gives its outputs their names only
+    once its rejects list is in place: a failure leaves nothing under a final name."""
+
+    def __init__(self) -> None:
+        self._pending: list[tuple[Callable[[], None], Callable[[], None]]] = []
+
+    def add(self, commit: Callable[[], None], discard: Callable[[], None]) -> None:
+        self._pending.append((commit, discard))
+
+    def commit(self) -> None:
+        while self._pending:
+            commit, discard = self._pending.pop(0)
+            try:
+                commit()
+            except BaseException:
+                discard()
+                raise
+
+    def discard(self) -> None:
+        pending, self._pending = self._pending, []
+        for _, discard in pending:
+            with contextlib.suppress(OSError):
+                discard()
 
 
 class Location:
@@ -107,12 +143,31 @@ class Location:
         raise NotImplementedError
 
     @contextlib.contextmanager
-    def open_write(self) -> Iterator[IO[bytes]]:
-        """A binary file that appears at this location only if the block succeeds."""
+    def open_write(self, pending: PendingWrites | None = None) -> Iterator[IO[bytes]]:
+        """A binary file that appears at this location only if the block succeeds (with
+        `pending`: only once `pending` is committed)."""
         raise NotImplementedError
         yield
 
     def delete(self) -> None:
+        raise NotImplementedError
+
+    # Conditional writes: `generation` is the store's token for one version of the object.
+    def create_if_absent(self, data: bytes) -> str | None:
+        """Write `data` here only if nothing is here: the new generation, or None if something is."""
+        raise NotImplementedError
+
+    def replace_if_generation(self, data: bytes, generation: str) -> str | None:
+        """Replace the object only while it is at `generation`: the new generation, or None if it
+        changed or is gone."""
+        raise NotImplementedError
+
+    def read_generation(self) -> tuple[bytes, str] | None:
+        """The object's bytes and their generation, or None if there is no object."""
+        raise NotImplementedError
+
+    def delete_if_generation(self, generation: str) -> bool:
+        """Delete the object only while it is at `generation`; whether it was deleted."""
         raise NotImplementedError
 
     def prune(self) -> None:
@@ -177,7 +232,7 @@ class LocalLocation(Location):
         return f"{info.st_size}:{info.st_mtime_ns}:{info.st_ino}"
 
     @contextlib.contextmanager
-    def open_write(self) -> Iterator[IO[bytes]]:
+    def open_write(self, pending: PendingWrites | None = None) -> Iterator[IO[bytes]]:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(
@@ -192,13 +247,22 @@ class LocalLocation(Location):
                     f.flush()
                     os.fsync(f.fileno())
                     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes files private; outputs follow the umask
-                    os.replace(tmp, self.path)
                 except OSError as exc:  # a full disk shows here
                     raise StorageError(f"cannot write {self.uri}: {exc.strerror or exc}") from None
+            if pending is None:
+                self._rename(tmp)
+            else:
+                pending.add(lambda: self._rename(tmp), lambda: os.unlink(tmp))
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
+
+    def _rename(self, tmp: str) -> None:
+        try:
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            raise StorageError(f"cannot write {self.uri}: {exc.strerror or exc}") from None
 
     def clear_stale_temporaries(self, names: Iterable[str] | None = None) -> int:
         """Delete the temporary files a killed writer left in this folder (of `names` only, if
@@ -216,10 +280,92 @@ class LocalLocation(Location):
         return removed
 
     def delete(self) -> None:
+        # Another process may delete the same files at the same moment: gone is what we want.
         if self.path.is_dir():
-            shutil.rmtree(self.path)
-        elif self.path.exists():
-            self.path.unlink()
+            while self.path.is_dir():
+                with contextlib.suppress(FileNotFoundError):
+                    shutil.rmtree(self.path)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+
+    @contextlib.contextmanager
+    def _folder_locked(self) -> Iterator[None]:
+        """Conditional writes in this file's folder one at a time, across processes."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            folder = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError as exc:
+            raise StorageError(f"cannot write {self.uri}: {exc.strerror}") from None
+        try:
+            fcntl.flock(folder, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(folder)
+
+    @staticmethod
+    def _generation(info: os.stat_result, data: bytes) -> str:
+        # The file and its bytes: a replaced file is a new inode, and equal bytes mean the same lock.
+        return f"{info.st_ino}:{info.st_mtime_ns}:{hashlib.sha256(data).hexdigest()[:16]}"
+
+    def _write_new(self, path: Path | str, data: bytes) -> str:
+        """`data` into a new file at `path` (O_EXCL: never one that exists); its generation."""
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666 & ~_umask())
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+            return self._generation(os.fstat(f.fileno()), data)
+
+    def _temporary(self) -> str:
+        return str(self.path.parent / f".{self.path.name}.{os.urandom(4).hex()}{_TEMP_SUFFIX}")
+
+    def create_if_absent(self, data: bytes) -> str | None:
+        with self._folder_locked():
+            try:
+                return self._write_new(self.path, data)
+            except FileExistsError:
+                return None
+            except OSError as exc:
+                with contextlib.suppress(OSError):
+                    self.path.unlink()
+                raise StorageError(f"cannot write {self.uri}: {exc.strerror}") from None
+
+    def replace_if_generation(self, data: bytes, generation: str) -> str | None:
+        with self._folder_locked():
+            found = self.read_generation()
+            if found is None or found[1] != generation:
+                return None
+            temporary = self._temporary()
+            try:
+                new = self._write_new(temporary, data)
+                os.replace(temporary, self.path)
+            except OSError as exc:
+                with contextlib.suppress(OSError):
+                    os.unlink(temporary)
+                raise StorageError(f"cannot write {self.uri}: {exc.strerror}") from None
+            return new
+
+    def read_generation(self) -> tuple[bytes, str] | None:
+        try:
+            with open(self.path, "rb") as f:
+                data = f.read()
+                return data, self._generation(os.fstat(f.fileno()), data)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StorageError(f"cannot read {self.uri}: {exc.strerror}") from None
+
+    def delete_if_generation(self, generation: str) -> bool:
+        with self._folder_locked():
+            found = self.read_generation()
+            if found is None or found[1] != generation:
+                return False
+            try:
+                self.path.unlink()
+            except OSError as exc:
+                raise StorageError(f"cannot delete {self.uri}: {exc.strerror}") from None
+            return True
 
     def prune(self) -> None:
         """Remove empty folders below this one (objects in buckets leave none behind)."""
@@ -260,6 +406,20 @@ def _gcs_call(what: str, func: Callable[..., Any], *args: Any, **kwargs: Any) ->
         raise StorageError(f"{what}: {exc.__class__.__name__}: {getattr(exc, 'message', exc)}") from None
     except OSError as exc:  # connection refused and the like
         raise StorageError(f"{what}: {exc}") from None
+
+
+def _unless_precondition_fails(what: str, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """`func`'s result, or None when the store refused it: its precondition failed (HTTP 412) or
+    the object is gone (404)."""
+    from google.api_core import exceptions as api_exceptions
+
+    def call() -> Any:
+        try:
+            return func(*args, **kwargs)
+        except (api_exceptions.PreconditionFailed, api_exceptions.NotFound):
+            return None
+
+    return _gcs_call(what, call)
 
 
 class GcsLocation(Location):
@@ -338,23 +498,88 @@ class GcsLocation(Location):
         return f"{blob.size}:{blob.generation}"
 
     @contextlib.contextmanager
-    def open_write(self) -> Iterator[IO[bytes]]:
+    def open_write(self, pending: PendingWrites | None = None) -> Iterator[IO[bytes]]:
         # An unnamed temporary file: nothing is left behind even if the process is killed.
-        with tempfile.TemporaryFile(prefix="prio-upload-") as tmp:
+        tmp = tempfile.TemporaryFile(prefix="prio-upload-")  # noqa: SIM115  # closed after its upload
+        try:
             yield tmp
             try:
                 tmp.flush()
             except OSError as exc:
                 raise StorageError(f"cannot write {self.uri}: {exc.strerror or exc}") from None
+        except BaseException:
+            tmp.close()
+            raise
+        if pending is None:
+            self._upload(tmp)
+        else:
+            pending.add(lambda: self._upload(tmp), tmp.close)
+
+    def _upload(self, tmp: IO[bytes]) -> None:
+        with tmp:
             blob = self._bucket.blob(self.key)
             _gcs_call(f"cannot write {self.uri}", blob.upload_from_file, tmp, rewind=True)
 
     def delete(self) -> None:
+        # Another process may delete the same objects at the same moment: gone is what we want.
         if self.is_file():
-            _gcs_call(f"cannot delete {self.uri}", self._bucket.blob(self.key).delete)
+            _unless_precondition_fails(f"cannot delete {self.uri}", self._bucket.blob(self.key).delete)
         for _, child in self.walk():
             if isinstance(child, GcsLocation):
-                _gcs_call(f"cannot delete {child.uri}", child._bucket.blob(child.key).delete)
+                _unless_precondition_fails(f"cannot delete {child.uri}", child._bucket.blob(child.key).delete)
+
+    def _upload_if(self, data: bytes, generation: int) -> str | None:
+        blob = self._bucket.blob(self.key)
+
+        def upload() -> bool:
+            blob.upload_from_string(data, if_generation_match=generation)
+            return True
+
+        done = _unless_precondition_fails(f"cannot write {self.uri}", upload)
+        return None if done is None else str(blob.generation)
+
+    def create_if_absent(self, data: bytes) -> str | None:
+        return self._upload_if(data, 0)
+
+    def replace_if_generation(self, data: bytes, generation: str) -> str | None:
+        return self._upload_if(data, int(generation))
+
+    def read_generation(self) -> tuple[bytes, str] | None:
+        for _attempt in range(5):  # the object may be replaced between its metadata and its bytes
+            blob = _gcs_call(f"cannot read {self.uri}", self._bucket.get_blob, self.key)
+            if blob is None:
+                return None
+            generation = blob.generation  # (a download may reset the blob's properties)
+            data = _unless_precondition_fails(
+                f"cannot read {self.uri}", blob.download_as_bytes, if_generation_match=generation
+            )
+            if data is not None:
+                return data, str(generation)
+        raise StorageError(f"cannot read {self.uri}: it keeps changing")
+
+    def delete_if_generation(self, generation: str) -> bool:
+        blob = self._bucket.blob(self.key)
+
+        def delete() -> bool:
+            blob.delete(if_generation_match=int(generation))
+            return True
+
+        return bool(_unless_precondition_fails(f"cannot delete {self.uri}", delete))
+
+
+def overlapping(a: Location, b: Location) -> bool:
+    """Whether `a` and `b` are the same place or one lies inside the other (local paths resolved,
+    so `..` and symbolic links do not hide it)."""
+    if isinstance(a, LocalLocation) and isinstance(b, LocalLocation):
+        first, second = a.path.resolve(), b.path.resolve()
+        return first == second or first in second.parents or second in first.parents
+    if isinstance(a, GcsLocation) and isinstance(b, GcsLocation):
+        if a.bucket_name != b.bucket_name:
+            return False
+        key_a, key_b = a._prefix(), b._prefix()
+        return key_a.startswith(key_b) or key_b.startswith(key_a)
+    uri_a, uri_b = a.uri.rstrip("/") + "/", b.uri.rstrip("/") + "/"
+    return type(a) is type(b) and (uri_a.startswith(uri_b) or uri_b.startswith(uri_a))
 
 
 def location(path: str | os.PathLike | Location) -> Location:

@@ -10,7 +10,7 @@ from typing import IO, Any
 
 import orjson
 
-from .locations import LocalLocation, Location, StorageError
+from .locations import LocalLocation, Location, PendingWrites, StorageError
 
 PARQUET_SUFFIX = ".parquet"
 _BATCH_ROWS = 4096
@@ -195,8 +195,10 @@ def _write_errors(loc: Location) -> Iterator[None]:
 class RecordWriter:
     """Writes records to one file that appears only once complete."""
 
-    def __init__(self, loc: Location) -> None:
+    def __init__(self, loc: Location, pending: PendingWrites | None = None) -> None:
+        """With `pending`, the file takes its name only when `pending` is committed."""
         self.loc = loc
+        self._pending_writes = pending
         self.count = 0
         self._stack = contextlib.ExitStack()
         self._file: IO[bytes] | None = None
@@ -204,7 +206,7 @@ class RecordWriter:
         self._pending: list[dict[str, Any]] = []
 
     def __enter__(self) -> RecordWriter:
-        self._file = self._stack.enter_context(self.loc.open_write())
+        self._file = self._stack.enter_context(self.loc.open_write(self._pending_writes))
         return self
 
     def write(self, record: dict[str, Any]) -> None:

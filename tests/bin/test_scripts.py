@@ -7,6 +7,8 @@ import os
 import signal
 import subprocess
 import time
+import uuid
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -531,6 +533,7 @@ def test_partner_never_arrives(tmp_path):
 @pytest.mark.slow
 def test_server_killed_mid_stage_and_restarted(tmp_path):
     deployment = Deployment(tmp_path, n_rows=40)
+    deployment.server["B"]["LOCK_TTL"] = "3"  # the killed run's lock: taken over 3 s after its last renewal
     deployment.generate()
     a = deployment.process("A")
     b = deployment.process("B")
@@ -546,6 +549,7 @@ def test_server_killed_mid_stage_and_restarted(tmp_path):
     for file in _data_files(tmp_path):  # nothing half-written is visible under a data name
         for line in file.read_text().splitlines():
             json.loads(line)
+    _sleep_until_expired(deployment.data_root("B") / "_process.lock")
     b = deployment.process("B")
     code_b, log_b = _finish(b)
     code_a, log_a = _finish(a)
@@ -558,6 +562,12 @@ def test_server_killed_mid_stage_and_restarted(tmp_path):
     # Nothing unfinished or private reached the partner.
     for shared in ("a-shared", "b-shared"):
         assert not [p for p in _files(tmp_path / shared) if p.name.endswith(".tmp") or "_rejects" in p.name]
+
+
+def _sleep_until_expired(lock: Path) -> None:
+    """Until the lock a killed run left has expired."""
+    expires = datetime.fromisoformat(json.loads(lock.read_text())["expires"].replace("Z", "+00:00"))
+    time.sleep(max(0.0, expires.timestamp() - time.time()) + 0.5)
 
 
 def _add_late_clients(deployment: Deployment, count: int) -> None:
@@ -781,3 +791,133 @@ def test_env_and_key_files_stay_out_of_git_and_images():
     dockerignore = (ROOT / ".dockerignore").read_text().split()
     assert "**/.env" in dockerignore
     assert "**/*.key" in dockerignore
+
+
+# ------------------------------------------------------------------ one run per server and date
+
+
+def _lock_file(deployment: Deployment, server: str = "A") -> Path:
+    return deployment.data_root(server) / "_process.lock"
+
+
+def _wait_for_lock(deployment: Deployment, proc: subprocess.Popen) -> dict:
+    deadline = time.monotonic() + 120
+    while not _lock_file(deployment).exists():
+        assert time.monotonic() < deadline
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    return json.loads(_lock_file(deployment).read_text())
+
+
+def _refused_by(log: str, holder: dict) -> None:
+    """One line: the run exits naming the run that holds the lock."""
+    [line] = log.strip().splitlines()
+    assert "another run is going on" in line, log
+    assert f"is held by process A (host {holder['host']}, pid {holder['pid']}, started " in line, log
+
+
+@pytest.mark.slow
+def test_two_runs_of_one_server_started_together(tmp_path):
+    """Started together, one run gets the lock and the other exits 2 before deleting anything."""
+    deployment = Deployment(tmp_path)
+    deployment.generate()
+    first, second = deployment.process("A"), deployment.process("A")
+    holder = _wait_for_lock(deployment, first if first.poll() is None else second)
+    b = deployment.process("B")
+    results = [_finish(first), _finish(second)]
+    code_b, log_b = _finish(b)
+    assert code_b == 0, log_b
+    assert sorted(code for code, _ in results) == [0, 2], results
+    _refused_by(next(log for code, log in results if code == 2), holder)
+    assert "Traceback" not in "".join(log for _, log in results)
+    assert deployment.check().returncode == 0
+    assert not _lock_file(deployment).exists()  # let go at the end of the run
+
+
+@pytest.mark.slow
+def test_a_later_run_of_one_server_leaves_the_first_alone(tmp_path):
+    """A second run (12 s later, say) while the first waits for the partner: it exits 2 and the
+    first's packets stay; the first then finishes with the partner."""
+    deployment = Deployment(tmp_path)
+    deployment.generate()
+    first = deployment.process("A")
+    holder = _wait_for_lock(deployment, first)
+    shared = deployment.data_root("B", "shared") / "intermediate/external/verify1/_SUCCESS"
+    deadline = time.monotonic() + 120
+    while not shared.exists():  # A has verify1's packets and waits for B
+        assert time.monotonic() < deadline and first.poll() is None
+        time.sleep(0.1)
+    packets = sorted(_files(deployment.data_root("A") / "intermediate/internal/verify1"))
+    code, log = _finish(deployment.process("A"), timeout=60)
+    assert code == 2
+    _refused_by(log, holder)
+    assert sorted(_files(deployment.data_root("A") / "intermediate/internal/verify1")) == packets
+    code_b, log_b = _finish(deployment.process("B"))
+    code_a, log_a = _finish(first)
+    assert (code_a, code_b) == (0, 0), log_a + log_b
+    assert deployment.check().returncode == 0
+
+
+@pytest.mark.slow
+def test_a_killed_runs_lock_is_taken_over_once_expired(tmp_path):
+    deployment = Deployment(tmp_path)
+    deployment.generate()
+    deployment.server["A"]["LOCK_TTL"] = "3"
+    killed = deployment.process("A")
+    holder = _wait_for_lock(deployment, killed)
+    os.killpg(killed.pid, signal.SIGKILL)  # the run and its lock holder: nothing lets go of the lock
+    killed.wait()
+    code, log = _finish(deployment.process("A"), timeout=60)
+    assert code == 2  # not expired yet
+    _refused_by(log, holder)
+    _sleep_until_expired(_lock_file(deployment))
+    a, b = deployment.process("A"), deployment.process("B")
+    (code_a, log_a), (code_b, log_b) = _finish(a), _finish(b)
+    assert (code_a, code_b) == (0, 0), log_a + log_b
+    took_over = f"took over the expired lock {_lock_file(deployment)} of process A (host {holder['host']}, "
+    assert took_over in log_a
+    assert deployment.check().returncode == 0
+
+
+def test_a_store_that_cannot_lock_stops_the_run(tmp_path, plain_gcs_emulator, monkeypatch):
+    """A GCS API server that ignores ifGenerationMatch: the run exits 2 naming it, before any work."""
+    from google.cloud import storage
+
+    deployment = Deployment(tmp_path)
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", plain_gcs_emulator)
+    bucket = f"plain-{uuid.uuid4().hex[:12]}"
+    storage.Client().create_bucket(bucket)
+    env = deployment.server["A"]
+    env.update(STORAGE_EMULATOR_HOST=plain_gcs_emulator, BUCKET_INTERNAL_PRIVATE=f"gs://{bucket}")
+    code, log = _finish(deployment.process("A"), timeout=120)
+    assert code == 2
+    [line] = log.strip().splitlines()
+    assert f"gs://{bucket}/test-app/v1/" in line and "does not enforce conditional writes" in line
+
+
+@pytest.mark.parametrize(
+    ("bucket", "value"),
+    [("BUCKET_INTERNAL_SHARED", "{root}/a-private/test-app"), ("BUCKET_EXTERNAL_SHARED", "{root}/a-private")],
+)
+def test_the_cache_never_lies_in_a_shared_bucket(tmp_path, bucket, value):
+    deployment = Deployment(tmp_path)
+    deployment.server["A"][bucket] = value.format(root=tmp_path)
+    code, log = _finish(deployment.process("A"), timeout=60)
+    assert code == 2
+    [line] = log.strip().splitlines()
+    assert f"must not lie inside or hold {bucket}, which the partner reads" in line
+    assert not _files(tmp_path / "a-private")
+
+
+@pytest.mark.slow
+def test_process_refuses_to_publish_when_more_than_max_error_ratio_failed(tmp_path):
+    deployment = Deployment(tmp_path)
+    deployment.generate()
+    deployment.server["A"]["MAX_ERROR_RATIO"] = "0"  # the one client planted to fail is too many
+    a, b = deployment.process("A"), deployment.process("B")
+    (code_a, log_a), (code_b, log_b) = _finish(a), _finish(b)
+    assert code_b == 0, log_b
+    assert code_a == 2, log_a
+    refused = "refusing to publish: 1 of 12 of this server's clients failed, more than --max-error-ratio 0:"
+    assert refused in log_a
+    assert not (deployment.published("A") / "batch_id=test-0").exists()

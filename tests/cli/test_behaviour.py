@@ -285,7 +285,7 @@ def test_publish_refuses_aggregates_that_do_not_belong_together(tmp_path):
         (publish(agg["A"], agg["B"], n_data=6), "n_data 5"),
         (publish(agg["A"], agg["B"], extra=["--min-batch-size", "5"]), "only 4 valid clients"),
     ]:
-        assert result.exit_code == 1, result.output
+        assert result.exit_code == 2, result.output  # as every other refusal
         assert "refusing to publish" in result.stderr and words in result.stderr
     assert not (tmp_path / "refused" / "data.ndjson").exists()
     assert publish(agg["A"], agg["B"], extra=["--min-batch-size", "4"]).exit_code == 0
@@ -495,7 +495,7 @@ def test_publish_rejects_malformed_counts(tmp_path):
             ],
             env,
         )
-        assert result.exit_code == 1 and "refusing to publish" in result.stderr, (bad, result.output)
+        assert result.exit_code == 2 and "refusing to publish" in result.stderr, (bad, result.output)
 
 
 def test_bucket_sync_and_exists_on_folders(tmp_path):

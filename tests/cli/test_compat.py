@@ -407,7 +407,7 @@ def test_deeply_nested_lines_are_counted_not_fatal(keys, tmp_path):
         ],
         _publish_env(keys, "A"),
     )
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "Traceback" not in result.stderr
     assert "refusing to publish: the internal aggregate is not a valid aggregate record" in result.stderr
 

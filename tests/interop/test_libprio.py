@@ -166,3 +166,30 @@ def test_libprio_reads_our_verify_packets(libprio):
     libprio.PrioPacketVerify1_read(holder, packet, world.lib_config)
     assert libprio.PrioPacketVerify1_write(holder) == packet
 
+
+
+TRAILING = {"a zero byte": b"\x00", "text": b"junk after the packet", "another packet": b"\x91\xa1\x05"}
+
+
+@pytest.mark.parametrize("trailing", sorted(TRAILING))
+def test_bytes_after_a_partners_verify1_packet_are_ignored_as_libprio_ignores_them(libprio, trailing):
+    """libprio reads a verify1 packet's two elements and ignores what follows them; so do we,
+    so a partner running the original gets the same verify2 from us as from libprio."""
+    extra = TRAILING[trailing]
+    world = OracleWorld(libprio, 8)
+    packets = [libprio.PrioClient_encode(world.lib_config, bytes(v)) for v in _vectors(8)]
+    _, _, written, _ = world.libprio_run(packets)
+    prg = Prg(world.seed)
+    points = [prg.draw() for _ in packets]
+    server_a = world.our_server("A")
+    opened = [server_a.open(p[0]) for p in packets]
+    own = server_a.verify1(opened, points)
+    partner = []
+    for packet in written["verify1"]["B"]:
+        holder = libprio.PrioPacketVerify1_new()
+        libprio.PrioPacketVerify1_read(holder, packet + extra, world.lib_config)  # accepted
+        assert libprio.PrioPacketVerify1_write(holder) == packet  # and read as without the bytes
+        partner.append(Verify1.from_bytes(packet + extra))
+        assert partner[-1] == Verify1.from_bytes(packet)
+    ours = server_a.verify2(opened, points, own, partner)
+    assert [v.to_bytes() for v in ours] == written["verify2"]["A"]

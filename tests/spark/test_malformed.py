@@ -122,3 +122,26 @@ def test_packets_of_other_settings_exit_2_naming_what_differs_as_prio(spark, tmp
     assert differs in mine.stderr
     assert mine.stderr.splitlines()[-1] == theirs.stderr.splitlines()[-1]
     assert not (tmp_path / "v2-spark").exists()
+
+
+def test_publish_refuses_too_many_failed_clients_as_prio(spark, tmp_path):
+    """--max-error-ratio: 7 of 27 clients failed, more than 0.25 of them: both tools refuse with exit 2."""
+    case = next(c for c in cases() if c.name == "prg-hashed/e_fixed_point")
+    inputs = _malformed_inputs(case, tmp_path)
+    reference = Chain(case, tmp_path / "prio", spark_cli=False, inputs=inputs)
+    for stage in ("verify1", "verify2", "aggregate"):
+        for server in "AB":
+            reference.stage(stage, server)
+    ours = Chain(case, tmp_path / "prio", spark_cli=True, inputs=inputs)
+    args = ["--input-internal", str(reference.path("A", "aggregate")),
+            "--input-external", str(reference.path("B", "aggregate"))]
+    mine = ours.run("publish", "A", *args, "--output", str(tmp_path / "p-spark"), "--max-error-ratio", "0.25",
+                    expect=2)
+    theirs = reference.run("publish", "A", *args, "--output", str(tmp_path / "p-prio"), "--max-error-ratio",
+                           "0.25", expect=2)
+    assert "refusing to publish: 7 of 27 of this server's clients failed" in mine.stderr
+    assert mine.stderr.splitlines()[-1] == theirs.stderr.splitlines()[-1]
+    assert not (tmp_path / "p-spark").exists()
+    ours.run("publish", "A", *args, "--output", str(tmp_path / "p-spark"), "--max-error-ratio", "0.3")
+    [published] = read_folder(tmp_path / "p-spark")
+    assert (published["error"], published["total"]) == (7, 27)
