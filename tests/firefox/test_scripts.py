@@ -119,12 +119,10 @@ def test_ingest_hands_shares_to_gcs_buckets(gcs, gcs_emulator, tmp_path):
         raw = location(f"gs://{bucket}/data/v1/{partner_key}/origin-telemetry/{DATE}/raw/shares")
         names = sorted(name for name, _ in raw.walk())
         assert names == ["_SUCCESS"] + [
-            f"batch_id=content.blocking_blocked_TESTONLY-{p}/part-00000.ndjson" for p in (0, 1)
+            f"batch_id=content.blocking_blocked_TESTONLY-{p}/part-00000.json" for p in (0, 1)
         ]
-        records = raw.join("batch_id=content.blocking_blocked_TESTONLY-0", "part-00000.ndjson").read_bytes()
-        assert sorted(json.loads(line)["id"] for line in records.decode().splitlines()) == [
-            str(i) for i in range(1, 7)
-        ]
+        records = raw.join("batch_id=content.blocking_blocked_TESTONLY-0", "part-00000.json").read_bytes()
+        assert sorted(json.loads(line)["id"] for line in records.decode().splitlines()) == list(range(1, 7))
 
 
 def _two_metrics(tmp_path: Path) -> Path:
