@@ -139,7 +139,8 @@ table_option = click.option(
     envvar="PING_INPUT",
     required=True,
     show_envvar=True,
-    help="Where the pings are (local or gs://).",
+    help="Where the pings are: a folder (local or gs://), or with --source bigquery the table "
+    "PROJECT.DATASET.TABLE.",
 )
 @click.option(
     "--output",
@@ -156,7 +157,16 @@ table_option = click.option(
     show_default=True,
     show_envvar=True,
     help="gcs: the ingestion sink, <date>/<hour>/<namespace>/<doctype>/<version>/ of messages whose "
-    "payload is the base64 ping; json: ping JSON lines in any file below <date>/.",
+    "payload is the base64 ping; json: ping JSON lines in any file below <date>/; bigquery: the rows "
+    "of a payload_bytes_decoded table submitted on the date, whose payload is the gzip'd ping.",
+)
+@click.option(
+    "--credentials",
+    envvar="GOOGLE_APPLICATION_CREDENTIALS",
+    default=None,
+    show_envvar=True,
+    help="With --source bigquery: a Google credentials file (a service account key); without it, "
+    "the environment's default credentials.",
 )
 @click.option(
     "--config",
@@ -168,20 +178,36 @@ table_option = click.option(
 )
 @_rejects_option("rejected lines, pings and entries as {id (the ping's), reason, detail, entry}")
 def staging_command(
-    date: str, input_: str, output: str, source: str, config_path: str | None, rejects: str | None
+    date: str,
+    input_: str,
+    output: str,
+    source: str,
+    credentials: str | None,
+    config_path: str | None,
+    rejects: str | None,
 ) -> None:
     """Explode the prio pings of one date into shares per server and batch id.
 
-    Writes OUT/submission_date=D/server_id={a,b}/batch_id=<encoding>/part-*.ndjson
-    of {id, payload} and _SUCCESS markers; re-running a date replaces that date
-    only. Prints "N errors out of M total" (M lines read) on stdout; the counts
-    of pings, duplicates, entries per batch and errors by reason on stderr.
+    Writes OUT/submission_date=D/server_id={a,b}/batch_id=<encoding>/part-NNNNN.json
+    of {id, payload} (ids 1..n per batch) and _SUCCESS markers. Every ping is read
+    and checked first; the date's previous output is replaced only once the new
+    one is complete, and nothing else is touched. Prints "N errors out of M total"
+    (M lines or rows read) on stdout; the counts of pings, duplicates, entries per
+    batch and errors by reason on stderr.
     """
     out = location(output)
     with _errors():
         known = {b.batch_id for b in _batches(config_path)} if config_path else None
+        if source == "bigquery":
+            from . import bigquery_source
+
+            table = bigquery_source.Table.parse(input_)
+            clients = bigquery_source.connect(table, credentials)
+            pings = bigquery_source.table_pings(clients, table, date)
+        else:
+            pings = staging.file_pings(location(input_), date, source)
         with _listed_rejects(rejects, "staging", out) as sink:
-            summary = staging.stage(location(input_), out, date, source, known, sink)
+            summary = staging.stage(pings, out, date, known, sink)
     for line in summary.details():
         _echo_err(f"staging {date}: {line}")
     click.echo(summary.count_line())
