@@ -233,7 +233,7 @@ def fetch_origins(url: str | None, output: IO[str]) -> None:
     "--input",
     "input_",
     required=True,
-    help="A processed/publish folder of batch_id=<id> folders (local or gs://).",
+    help="A processed/publish folder of batch_id=<id> folders of published records (local or gs://).",
 )
 @click.option("--output", required=True, help="The folder for the indexed rows (replaced).")
 @config_option
@@ -245,7 +245,11 @@ def fetch_origins(url: str | None, output: IO[str]) -> None:
     show_envvar=True,
     help="The origin list as JSON (default: the bundled list).",
 )
-@_date_option(required=False, help_="The submission date (default: the YYYY-MM-DD folder in --input).")
+@_date_option(
+    required=False,
+    help_="The submission date of the rows (default: the YYYY-MM-DD folder in --input's path; without "
+    "either the rows have no submission_date, as the original's had none).",
+)
 @_rejects_option("batches that cannot be indexed as {batch_id, reason, detail}")
 def index_command(
     input_: str,
@@ -264,8 +268,6 @@ def index_command(
     """
     published = location(input_)
     date = date or indexing.date_from_path(published)
-    if date is None:
-        raise ConfigError("--date is needed: --input has no YYYY-MM-DD folder")
     out = location(output)
     with _errors():
         if not published.is_dir():
@@ -281,10 +283,11 @@ def index_command(
             for row in result.rows:
                 writer.write(row)
         mark_success(out)
+    named = f"index {date}" if date else "index (no submission date)"
     for error in result.errors:
-        _echo_err(f"index {date}: {error.reason}: {error.detail}")
+        _echo_err(f"{named}: {error.reason}: {error.detail}")
     indexed = len(result.batches) - len(result.errors)
-    _echo_err(f"index {date}: {len(result.rows)} rows for {indexed} batches")
+    _echo_err(f"{named}: {len(result.rows)} rows for {indexed} batches")
     click.echo(f"{len(result.errors)} errors out of {len(result.batches)} total")
 
 
