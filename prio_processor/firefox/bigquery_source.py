@@ -17,6 +17,7 @@ application-default login`).
 from __future__ import annotations
 
 import datetime
+import json
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -75,6 +76,11 @@ def row_restriction(date: str) -> str:
     )
 
 
+#: The kinds of credentials file taken: keys and user logins. Others (external accounts) make the
+#: auth library fetch URLs or run commands the file names, so they are not taken from a file here.
+_FILE_TYPES = ("service_account", "authorized_user")
+
+
 def load_credentials(path: str | None) -> tuple[Credentials, str | None]:
     """Credentials and their project from a key file, or the environment's defaults without one."""
     import google.auth
@@ -83,10 +89,31 @@ def load_credentials(path: str | None) -> tuple[Credentials, str | None]:
     try:
         if path is None:
             return google.auth.default(scopes=SCOPES)
-        return google.auth.load_credentials_from_file(path, scopes=SCOPES)
-    except GoogleAuthError as exc:
+        return _from_file(path)
+    except (GoogleAuthError, ValueError) as exc:
         where = f"--credentials {path}" if path else "no --credentials and no default credentials"
         raise StorageError(f"{where}: {_one_line(exc)}") from None
+
+
+def _from_file(path: str) -> tuple[Credentials, str | None]:
+    from google.oauth2 import credentials as user
+    from google.oauth2 import service_account
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            info = json.load(f)
+    except OSError as exc:
+        raise ValueError(f"cannot read it: {exc.strerror}") from None
+    except ValueError:
+        raise ValueError("it is not JSON") from None
+    kind = info.get("type") if isinstance(info, dict) else None
+    if kind == "service_account":
+        key = service_account.Credentials.from_service_account_info(info, scopes=SCOPES)
+        return key, info.get("project_id")
+    if kind == "authorized_user":
+        login = user.Credentials.from_authorized_user_info(info, scopes=SCOPES)
+        return login, info.get("quota_project_id")
+    raise ValueError(f"type {kind!r} is not one of {', '.join(_FILE_TYPES)}")
 
 
 @dataclass
@@ -139,6 +166,7 @@ def _check_table(client: bigquery.Client, table: Table) -> None:
 
 
 def _rows(clients: Clients, table: Table, date: str) -> Iterator[dict[str, Any] | Rejected]:
+    import pyarrow.ipc
     from google.api_core.exceptions import GoogleAPIError
     from google.auth.exceptions import GoogleAuthError
     from google.cloud.bigquery_storage_v1 import types
@@ -154,10 +182,14 @@ def _rows(clients: Clients, table: Table, date: str) -> Iterator[dict[str, Any] 
         session = clients.reads.create_read_session(
             parent=f"projects/{clients.project}", read_session=session, max_stream_count=1
         )
+        schema = pyarrow.ipc.read_schema(pyarrow.py_buffer(session.arrow_schema.serialized_schema))
         row = 0
         for stream in session.streams:
-            for page in clients.reads.read_rows(stream.name).rows(session).pages:
-                for payload in page.to_arrow().column(PAYLOAD).to_pylist():
+            # The stream resumes by itself, at the row it reached, after a transient error.
+            for response in clients.reads.read_rows(stream.name):
+                serialized = pyarrow.py_buffer(response.arrow_record_batch.serialized_record_batch)
+                batch = pyarrow.ipc.read_record_batch(serialized, schema)
+                for payload in batch.column(PAYLOAD).to_pylist():
                     row += 1
                     yield ping_from_payload(payload, f"row {row} of {table}")
     except (GoogleAPIError, GoogleAuthError) as exc:
