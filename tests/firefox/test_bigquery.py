@@ -70,6 +70,7 @@ class FakeGoogle:
         default_factory=lambda: {"submission_timestamp": "TIMESTAMP", "payload": "BYTES", "uri": "STRING"}
     )
     fail_after: int | None = None  # abort ReadRows after this many rows, as a revoked permission would
+    interrupt_after: int | None = None  # drop the stream once after this many rows, as a restart would
     batch_rows: int = 3
     assertions: list[dict[str, Any]] = field(default_factory=list)
     table_requests: list[tuple[str, str | None]] = field(default_factory=list)
@@ -128,6 +129,9 @@ class FakeGoogle:
         for first in range(0, len(payloads), self.batch_rows):
             if self.fail_after is not None and first >= self.fail_after:
                 context.abort(grpc.StatusCode.PERMISSION_DENIED, "the read session's permission was revoked")
+            if self.interrupt_after is not None and request.offset + first >= self.interrupt_after:
+                self.interrupt_after = None
+                context.abort(grpc.StatusCode.UNAVAILABLE, "the server is restarting")
             chunk = payloads[first : first + self.batch_rows]
             batch = pa.record_batch([pa.array(chunk, pa.binary())], schema=self._schema())
             yield types.ReadRowsResponse(
@@ -356,6 +360,17 @@ def test_a_day_of_the_table_is_staged_through_the_storage_read_api(google, real_
         assert sorted(r["id"] for r in staged) == list(range(1, 13))
         assert {r["payload"] for r in staged} <= shares
     assert (out / "_SUCCESS").is_file()
+
+
+def test_a_dropped_stream_resumes_where_it_stopped(google, real_ping, tmp_path):
+    google.rows = _day_rows(real_ping)
+    google.interrupt_after = 6
+    clients = _clients(google, _key_file(google, tmp_path))
+    table = bigquery_source.Table.parse(TABLE)
+    summary = staging.stage(bigquery_source.table_pings(clients, table, DATE), location(tmp_path / "o"), DATE)
+    assert [r.offset for r in google.reads] == [0, 6]
+    assert summary.pings == 11 and summary.duplicates == 1
+    assert sum(summary.rejects.values()) == 6
 
 
 def test_a_read_that_fails_part_way_leaves_the_day_as_it_was(google, real_ping, tmp_path):
