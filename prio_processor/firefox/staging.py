@@ -140,6 +140,8 @@ def ping_from_json(text: bytes | str, what: str) -> dict[str, Any] | Rejected:
         ping = json.loads(text)
     except (ValueError, UnicodeDecodeError):
         return Rejected("bad_ping", f"{what} is not JSON")
+    except RecursionError:
+        return Rejected("bad_ping", f"{what} nests too deeply")
     if not isinstance(ping, dict):
         return Rejected("bad_ping", f"ping is not a JSON object ({what})")
     return ping

@@ -442,8 +442,9 @@ def test_command_line_errors_are_one_line_and_touch_nothing(tmp_path):
         (gzip.compress(b'{"id": "x"}', mtime=0)[:-4], "bad_gzip"),
         (gzip.compress(b'{"id": "\xff"}', mtime=0), "bad_ping"),
         (gzip.compress(b'"a string"', mtime=0), "bad_ping"),
+        (gzip.compress(b"[" * 100_000, mtime=0), "bad_ping"),
     ],
-    ids=["null", "empty", "not-gzip", "truncated", "not-utf-8", "not-an-object"],
+    ids=["null", "empty", "not-gzip", "truncated", "not-utf-8", "not-an-object", "too-deep"],
 )
 def test_bad_payloads_are_counted_by_reason(payload, reason):
     found = bigquery_source.ping_from_payload(payload, "row 7 of p.d.t")

@@ -118,6 +118,7 @@ def test_bad_input_is_counted_and_listed_without_payloads(tmp_path, real_ping):
         "{truncated",
         {"payload": "@@@"},
         message("[1, 2]"),
+        message("[" * 100_000),
         message({"id": "", "payload": {}}),
     ]
     write_sink(sink, DATE, "00", "part-0.ndjson", lines[:5])
@@ -130,7 +131,7 @@ def test_bad_input_is_counted_and_listed_without_payloads(tmp_path, real_ping):
         env={"REJECTS": str(tmp_path / "rejects")},
     )
     assert result.exit_code == 0, result.output
-    assert result.stdout == "8 errors out of 10 total\n"
+    assert result.stdout == "9 errors out of 11 total\n"
     output = result.stderr
 
     rejects_file = tmp_path / "rejects" / "rejects-staging.ndjson"
@@ -140,7 +141,7 @@ def test_bad_input_is_counted_and_listed_without_payloads(tmp_path, real_ping):
         "missing_share": 1,
         "unknown_encoding": 1,
         "bad_encoding": 1,
-        "bad_ping": 3,
+        "bad_ping": 4,
         "bad_json": 1,
         "bad_base64": 1,
     }
@@ -154,7 +155,7 @@ def test_bad_input_is_counted_and_listed_without_payloads(tmp_path, real_ping):
     assert not any(share in rejects_file.read_text() for share in shares)
     assert "1 duplicate ping ids dropped" in output
     assert (
-        "rejected bad_base64: 1, bad_encoding: 1, bad_json: 1, bad_ping: 3, missing_share: 1, "
+        "rejected bad_base64: 1, bad_encoding: 1, bad_json: 1, bad_ping: 4, missing_share: 1, "
         "unknown_encoding: 1" in output
     )
     # good (6) + no-b (5) + unknown (5) + odd (5) entries, split over the two batch ids
