@@ -286,6 +286,23 @@ def test_staging_on_gcs(gcs, real_ping, tmp_path):
     records = [json.loads(line) for line in part.read_bytes().decode().splitlines()]
     assert sorted(r["id"] for r in records) == list(range(1, 13))
 
+    # A re-run replaces the day's objects: a batch no longer sent is gone, nothing hidden is left.
+    only_first = with_id(real_ping)
+    entries = only_first["payload"]["prioData"]
+    only_first["payload"]["prioData"] = [e for e in entries if e["encoding"] == BATCHES[0]]
+    for name, _ in sink.join(DATE).walk():
+        sink.join(DATE, name).delete()
+    sink.join(DATE, "02", "telemetry", "prio", "4", "part-0.ndjson").write_bytes(
+        (json.dumps(message(only_first)) + "\n").encode()
+    )
+    run("--date", DATE, "--input", sink.uri, "--output", f"gs://{bucket}/staged")
+    day = f"submission_date={DATE}"
+    assert {name for name, _ in staged.walk()} == {
+        "_SUCCESS",
+        *(f"{day}/server_id={s}/_SUCCESS" for s in "ab"),
+        *(f"{day}/server_id={s}/batch_id={BATCHES[0]}/part-00000.json" for s in "ab"),
+    }
+
 
 def _day_files(out: Path) -> dict[str, bytes]:
     return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
