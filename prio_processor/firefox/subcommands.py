@@ -165,7 +165,8 @@ table_option = click.option(
     envvar="GOOGLE_APPLICATION_CREDENTIALS",
     default=None,
     show_envvar=True,
-    help="With --source bigquery: a Google credentials file (a service account key); without it, "
+    help="With --source bigquery: a Google credentials file (a service account key or an "
+    "authorized-user file); without it, "
     "the environment's default credentials.",
 )
 @click.option(
@@ -195,6 +196,11 @@ def staging_command(
     (M lines or rows read) on stdout; the counts of pings, duplicates, entries per
     batch and errors by reason on stderr.
     """
+    given = click.get_current_context().get_parameter_source("credentials")
+    if source != "bigquery" and given is click.core.ParameterSource.COMMANDLINE:
+        raise ConfigError(
+            "--credentials is for --source bigquery; gs:// paths take GOOGLE_APPLICATION_CREDENTIALS"
+        )
     out = location(output)
     with _errors():
         known = {b.batch_id for b in _batches(config_path)} if config_path else None

@@ -425,6 +425,13 @@ def test_command_line_errors_are_one_line_and_touch_nothing(tmp_path):
         ),
         (["--input", TABLE], {"GOOGLE_APPLICATION_CREDENTIALS": str(bad_key)}, f"--credentials {bad_key}: "),
     ]
+    cases.append(
+        (
+            ["--source", "gcs", "--input", str(tmp_path), "--credentials", str(bad_key)],
+            None,
+            "--credentials is for",
+        )
+    )
     for args, env, message in cases:
         result = _staging(tmp_path, *args, env=env)
         assert result.exit_code == 2, result.output
