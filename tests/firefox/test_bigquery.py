@@ -461,3 +461,23 @@ def test_bad_payloads_are_counted_by_reason(payload, reason):
 
 def test_a_gzip_ping_is_decoded(real_ping):
     assert bigquery_source.ping_from_payload(_gzip(real_ping), "row 1") == real_ping
+
+
+def test_connect_uses_the_key_file_and_bills_its_project(google, tmp_path):
+    """The clients the command makes (Google's endpoints; nothing is sent until a read)."""
+    table = bigquery_source.Table.parse(TABLE)
+    clients = bigquery_source.connect(table, str(_key_file(google, tmp_path)))
+    assert clients.project == clients.tables.project == BILLED
+    assert clients.tables._credentials.service_account_email == google.email
+    assert clients.reads._transport._host == "bigquerystorage.googleapis.com:443"
+    # A user login without a quota project bills the table's project.
+    login = tmp_path / "login.json"
+    login.write_text(
+        json.dumps({"type": "authorized_user", "client_id": "c", "client_secret": "s", "refresh_token": "r"})
+    )
+    assert bigquery_source.connect(table, str(login)).project == "moz-fx-data-shared-prod"
+    external = tmp_path / "external.json"
+    # A file that would have the auth library read files or fetch URLs it names is refused.
+    external.write_text(json.dumps({"type": "external_account", "credential_source": {"file": "/etc/hosts"}}))
+    with pytest.raises(StorageError, match="'external_account' is not one of service_account, authorized_user"):
+        bigquery_source.connect(table, str(external))
