@@ -479,5 +479,5 @@ def test_connect_uses_the_key_file_and_bills_its_project(google, tmp_path):
     external = tmp_path / "external.json"
     # A file that would have the auth library read files or fetch URLs it names is refused.
     external.write_text(json.dumps({"type": "external_account", "credential_source": {"file": "/etc/hosts"}}))
-    with pytest.raises(StorageError, match="'external_account' is not one of service_account, authorized_user"):
+    with pytest.raises(StorageError, match="'external_account' is not one of service_account"):
         bigquery_source.connect(table, str(external))
