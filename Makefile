@@ -43,7 +43,7 @@ bench: setup oracle
 	$(BIN)/python benchmarks/engine.py
 	$(BIN)/python benchmarks/chain.py
 
-LOCK := $(BIN)/pip-compile -q --generate-hashes --strip-extras --no-emit-index-url --no-emit-find-links
+LOCK := $(BIN)/pip-compile -q --generate-hashes --strip-extras --no-emit-index-url --no-emit-find-links --allow-unsafe
 
 lock: setup
 	$(LOCK) -o requirements.txt requirements.in

@@ -80,3 +80,15 @@ def parse(text: bytes, source: str) -> list[Batch]:
 def load(path: Location) -> list[Batch]:
     """The batches of the DATA_CONFIG file at `path` (local or gs://)."""
     return parse(path.read_bytes(), str(path))
+
+
+#: The data config of the test data generators' default (config/test-small.json links to it).
+TEST_SMALL = "test-small.json"
+
+
+def load_default() -> list[Batch]:
+    """The batches of config/test-small.json, as the installed package ships it."""
+    from importlib import resources
+
+    shipped = resources.files("prio_processor").joinpath("data", TEST_SMALL)
+    return parse(shipped.read_bytes(), f"config/{TEST_SMALL}")

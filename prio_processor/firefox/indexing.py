@@ -4,7 +4,8 @@ A metric's origins are split over batch ids `<metric>-<part>`: part 0 covers the
 origins from index 0, part k starts where part k - 1 ends (the sum of the n_data
 of parts 0..k-1 in the data config). Each published record of a batch becomes
 one row per origin: `{id, timestamp, batch_id (the metric), origin, hash, index,
-aggregate, error, total, submission_date}`.
+aggregate, error, total, submission_date}`; without a known date the rows have no
+submission_date, as the original's had none.
 
 Where the original silently dropped a batch missing from the data config and cut
 a vector longer than the origin list, each is an error here that names the batch;
@@ -77,7 +78,9 @@ def date_from_path(published: Location) -> str | None:
     return None
 
 
-def index(published: Location, batches: list[Batch], origins: list[Origin], date: str) -> IndexResult:
+def index(
+    published: Location, batches: list[Batch], origins: list[Origin], date: str | None
+) -> IndexResult:
     """Rows for every published batch that maps onto the origin list, errors for the others."""
     config = {b.batch_id: b.n_data for b in batches}
     result = IndexResult()
@@ -100,7 +103,7 @@ class _Reject(Exception):
 
 
 def _batch_rows(
-    folder: Location, batch_id: str, config: dict[str, int], origins: list[Origin], date: str
+    folder: Location, batch_id: str, config: dict[str, int], origins: list[Origin], date: str | None
 ) -> Iterator[dict[str, Any]]:
     if batch_id not in config:
         raise _Reject("unknown_batch", f"batch {batch_id} is not in the data config")
@@ -124,7 +127,7 @@ def _batch_rows(
     for record in checked:
         for position, aggregate in enumerate(record["payload"]):
             origin = origins[offset + position]
-            yield {
+            row = {
                 "id": record["id"],
                 "timestamp": record["timestamp"],
                 "batch_id": metric,
@@ -134,8 +137,10 @@ def _batch_rows(
                 "aggregate": aggregate,
                 "error": record["error"],
                 "total": record["total"],
-                "submission_date": date,
             }
+            if date is not None:
+                row["submission_date"] = date
+            yield row
 
 
 def _checked_record(record: dict[str, Any] | BadRecord, batch_id: str, n_data: int) -> dict[str, Any]:

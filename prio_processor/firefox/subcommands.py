@@ -139,7 +139,8 @@ table_option = click.option(
     envvar="PING_INPUT",
     required=True,
     show_envvar=True,
-    help="Where the pings are (local or gs://).",
+    help="Where the pings are: a folder (local or gs://), or with --source bigquery the table "
+    "PROJECT.DATASET.TABLE.",
 )
 @click.option(
     "--output",
@@ -156,7 +157,17 @@ table_option = click.option(
     show_default=True,
     show_envvar=True,
     help="gcs: the ingestion sink, <date>/<hour>/<namespace>/<doctype>/<version>/ of messages whose "
-    "payload is the base64 ping; json: ping JSON lines in any file below <date>/.",
+    "payload is the base64 ping; json: ping JSON lines in any file below <date>/; bigquery: the rows "
+    "of a payload_bytes_decoded table submitted on the date, whose payload is the gzip'd ping.",
+)
+@click.option(
+    "--credentials",
+    envvar="GOOGLE_APPLICATION_CREDENTIALS",
+    default=None,
+    show_envvar=True,
+    help="With --source bigquery: a Google credentials file (a service account key or an "
+    "authorized-user file); without it, "
+    "the environment's default credentials.",
 )
 @click.option(
     "--config",
@@ -168,20 +179,41 @@ table_option = click.option(
 )
 @_rejects_option("rejected lines, pings and entries as {id (the ping's), reason, detail, entry}")
 def staging_command(
-    date: str, input_: str, output: str, source: str, config_path: str | None, rejects: str | None
+    date: str,
+    input_: str,
+    output: str,
+    source: str,
+    credentials: str | None,
+    config_path: str | None,
+    rejects: str | None,
 ) -> None:
     """Explode the prio pings of one date into shares per server and batch id.
 
-    Writes OUT/submission_date=D/server_id={a,b}/batch_id=<encoding>/part-*.ndjson
-    of {id, payload} and _SUCCESS markers; re-running a date replaces that date
-    only. Prints "N errors out of M total" (M lines read) on stdout; the counts
-    of pings, duplicates, entries per batch and errors by reason on stderr.
+    Writes OUT/submission_date=D/server_id={a,b}/batch_id=<encoding>/part-NNNNN.json
+    of {id, payload} (ids 1..n per batch) and _SUCCESS markers. Every ping is read
+    and checked first; the date's previous output is replaced only once the new
+    one is complete, and nothing else is touched. Prints "N errors out of M total"
+    (M lines or rows read) on stdout; the counts of pings, duplicates, entries per
+    batch and errors by reason on stderr.
     """
+    given = click.get_current_context().get_parameter_source("credentials")
+    if source != "bigquery" and given is click.core.ParameterSource.COMMANDLINE:
+        raise ConfigError(
+            "--credentials is for --source bigquery; gs:// paths take GOOGLE_APPLICATION_CREDENTIALS"
+        )
     out = location(output)
     with _errors():
         known = {b.batch_id for b in _batches(config_path)} if config_path else None
+        if source == "bigquery":
+            from . import bigquery_source
+
+            table = bigquery_source.Table.parse(input_)
+            clients = bigquery_source.connect(table, credentials)
+            pings = bigquery_source.table_pings(clients, table, date)
+        else:
+            pings = staging.file_pings(location(input_), date, source)
         with _listed_rejects(rejects, "staging", out) as sink:
-            summary = staging.stage(location(input_), out, date, source, known, sink)
+            summary = staging.stage(pings, out, date, known, sink)
     for line in summary.details():
         _echo_err(f"staging {date}: {line}")
     click.echo(summary.count_line())
@@ -207,7 +239,7 @@ def fetch_origins(url: str | None, output: IO[str]) -> None:
     "--input",
     "input_",
     required=True,
-    help="A processed/publish folder of batch_id=<id> folders (local or gs://).",
+    help="A processed/publish folder of batch_id=<id> folders of published records (local or gs://).",
 )
 @click.option("--output", required=True, help="The folder for the indexed rows (replaced).")
 @config_option
@@ -219,7 +251,11 @@ def fetch_origins(url: str | None, output: IO[str]) -> None:
     show_envvar=True,
     help="The origin list as JSON (default: the bundled list).",
 )
-@_date_option(required=False, help_="The submission date (default: the YYYY-MM-DD folder in --input).")
+@_date_option(
+    required=False,
+    help_="The submission date of the rows (default: the YYYY-MM-DD folder in --input's path; without "
+    "either the rows have no submission_date, as the original's had none).",
+)
 @_rejects_option("batches that cannot be indexed as {batch_id, reason, detail}")
 def index_command(
     input_: str,
@@ -238,8 +274,6 @@ def index_command(
     """
     published = location(input_)
     date = date or indexing.date_from_path(published)
-    if date is None:
-        raise ConfigError("--date is needed: --input has no YYYY-MM-DD folder")
     out = location(output)
     with _errors():
         if not published.is_dir():
@@ -255,10 +289,11 @@ def index_command(
             for row in result.rows:
                 writer.write(row)
         mark_success(out)
+    named = f"index {date}" if date else "index (no submission date)"
     for error in result.errors:
-        _echo_err(f"index {date}: {error.reason}: {error.detail}")
+        _echo_err(f"{named}: {error.reason}: {error.detail}")
     indexed = len(result.batches) - len(result.errors)
-    _echo_err(f"index {date}: {len(result.rows)} rows for {indexed} batches")
+    _echo_err(f"{named}: {len(result.rows)} rows for {indexed} batches")
     click.echo(f"{len(result.errors)} errors out of {len(result.batches)} total")
 
 

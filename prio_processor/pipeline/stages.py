@@ -81,19 +81,34 @@ def encode_base64(data: bytes) -> str:
     return pybase64.b64encode(data).decode("ascii")
 
 
+def id_key(value: Any) -> str | None:
+    """A record's id as the key that joins it across stages and servers, or None if it has none.
+
+    Ids are strings; integers (the row numbers the original's staging wrote) are taken as their
+    decimal digits, which is also how outputs carry them on. So 7 and "7" are one id.
+    """
+    if isinstance(value, str):
+        return value
+    if type(value) is int:  # not bool
+        return str(value)
+    return None
+
+
 def id_and_payload(record: Record | BadRecord) -> tuple[str, bytes]:
     """The id and decoded payload of a share-like record, or RecordError."""
     if isinstance(record, BadRecord):
         raise RecordError(RejectReason.BAD_JSON, record.describe())
-    record_id = record.get("id")
-    if not isinstance(record_id, str) or "payload" not in record:
-        raise RecordError(RejectReason.BAD_JSON, "record needs a string id and a payload")
+    record_id = id_key(record.get("id"))
+    if record_id is None or "payload" not in record:
+        raise RecordError(RejectReason.BAD_JSON, "record needs a string or integer id and a payload")
     return record_id, decode_base64(record["payload"])
 
 
 def _fields(record: Record) -> Record:
-    """The record's other fields (submission_date, ...), which outputs keep, without its payload."""
+    """The record's other fields (submission_date, ...), which outputs keep, without its payload;
+    the id as its key, so that outputs are the same whether or not they come through the cache."""
     kept = dict(record)
+    kept["id"] = id_key(record.get("id"))
     kept["payload"] = None  # keeps the field's position; the output's payload replaces it
     return kept
 
@@ -110,7 +125,7 @@ END_OF_PART = object()
 
 
 def _record_id(record: Record | BadRecord) -> str | None:
-    return record.get("id") if isinstance(record, dict) and isinstance(record.get("id"), str) else None
+    return id_key(record.get("id")) if isinstance(record, dict) else None
 
 
 Index = PacketIndex

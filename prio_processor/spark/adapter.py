@@ -150,8 +150,8 @@ class _Lines:
             self.tally.total += 1
             self.tally.reject(None, RejectReason.BAD_JSON, f"a line of {path} is not a JSON object")
             return None
-        record_id = record.get("id")
-        if isinstance(record_id, str) and record_id != key:
+        record_id = stages.id_key(record.get("id"))
+        if record_id is not None and record_id != key:
             self.tally.total += 1
             self.tally.reject(record_id, RejectReason.BAD_JSON,
                               "the record's id cannot be read unambiguously")
@@ -269,8 +269,8 @@ def index_partition(spec: ServerSpec, whose: str,
 
 
 def _keys(record: dict[str, Any] | BadRecord) -> list[str]:
-    record_id = record.get("id") if isinstance(record, dict) else None
-    return [record_id] if isinstance(record_id, str) else []
+    record_id = stages.id_key(record.get("id")) if isinstance(record, dict) else None
+    return [] if record_id is None else [record_id]
 
 
 def aggregate_row(spec: ServerSpec, total: TotalShare, tally: Tally, stamped: bool) -> dict[str, Any]:

@@ -280,8 +280,9 @@ def generate(ctx: _Context, n_data: int, batch_id: bytes, public_key_hex_interna
 
 
 @entry_point.command("generate-integration")
-@click.option("--data-config", envvar="DATA_CONFIG", required=True,
-              help="A JSON file listing the batches as [{\"batch_id\": ..., \"n_data\": ...}].")
+@click.option("--data-config", envvar="DATA_CONFIG", default=None, show_envvar=True,
+              help="A JSON file listing the batches as [{\"batch_id\": ..., \"n_data\": ...}] "
+              "[default: config/test-small.json, which the package ships].")
 @options.public_key
 @options.output_1
 @click.option("--n-rows", type=click.IntRange(min=1), default=100, show_default=True,
@@ -292,7 +293,7 @@ def generate(ctx: _Context, n_data: int, batch_id: bytes, public_key_hex_interna
               help="Number of batch_ids to drop (those that sort last).")
 @options.prg_keying
 @click.pass_obj
-def generate_integration(ctx: _Context, data_config: str, public_key_hex_internal: X25519PublicKey,
+def generate_integration(ctx: _Context, data_config: str | None, public_key_hex_internal: X25519PublicKey,
                          public_key_hex_external: X25519PublicKey, output: str, n_rows: int,
                          n_partitions: int, n_drop_batch: int, prg_keying: str) -> None:
     """Generate test data from a configuration file (internal key = server A's, external = B's).
@@ -302,7 +303,7 @@ def generate_integration(ctx: _Context, data_config: str, public_key_hex_interna
     gets n_rows clients. Writes <output>/server_id={a,b}/batch_id=<id>/.
     """
     try:
-        batches = dataconfig.load(location(data_config))
+        batches = dataconfig.load_default() if data_config is None else dataconfig.load(location(data_config))
     except StorageError as exc:
         raise ConfigError(str(exc)) from None
     spec = _client_spec(1, b"", public_key_hex_internal, public_key_hex_external, prg_keying)

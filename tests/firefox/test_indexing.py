@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 import uuid
 from pathlib import Path
 
@@ -12,6 +14,8 @@ from prio_processor.dataconfig import Batch
 from prio_processor.firefox import indexing
 from prio_processor.firefox.commands import entry_point
 from prio_processor.storage import location
+
+from tests_support import VENV_BIN, script_env
 
 DATE = "2019-06-26"
 ORIGINS = [{"name": ch, "hash": f"h-{ch}", "index": i} for i, ch in enumerate("abcde")]
@@ -114,3 +118,47 @@ def test_index_command(tmp_path):
     assert again.exit_code == 2 and again.stderr.count("\n") == 1
     assert "--rejects must not be inside --output" in again.stderr
     assert sorted(p.name for p in out.iterdir()) == ["_SUCCESS", "part-00000.json"]
+
+
+def test_index_as_the_original_insert_calls_it(tmp_path):
+    """The original's bin/insert: `index --input DATA --output OUT --config C --origins O` on a
+    temporary folder of batch_id=*/part-*.json as Spark wrote them, no --date and no date in the path:
+    the rows are those of a dated run without submission_date, as the original's were."""
+    data = tmp_path / "data-Xb3"
+    for batch_id, payload in (("test-0", [10, 11, 12]), ("test-1", [13, 14])):
+        folder = data / f"batch_id={batch_id}"
+        folder.mkdir(parents=True)
+        record = {"id": batch_id, "timestamp": f"{DATE}T10:00:00", "payload": payload, "error": 0, "total": 9}
+        (folder / f"part-00000-{uuid.uuid4()}-c000.json").write_text(json.dumps(record) + "\n")
+        (folder / "_SUCCESS").write_text("")
+    config, origins = tmp_path / "config.json", tmp_path / "origins.json"
+    config.write_text(json.dumps([{"batch_id": b.batch_id, "n_data": b.n_data} for b in CONFIG]))
+    origins.write_text(json.dumps(ORIGINS))
+    out = tmp_path / "data-Yq1"
+    command = [str(VENV_BIN / "prio-processor"), "index", "--input", str(data), "--output", str(out)]
+    result = subprocess.run(
+        [*command, "--config", str(config), "--origins", str(origins)],
+        env=script_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "0 errors out of 2 total\n"
+    assert "index (no submission date): 5 rows for 2 batches" in result.stderr
+    rows = [json.loads(line) for line in (out / "part-00000.json").read_text().splitlines()]
+    dated = indexing.index(location(data), CONFIG, ORIGINS, DATE).rows
+    assert rows == [{k: v for k, v in row.items() if k != "submission_date"} for row in dated]
+    assert [(r["origin"], r["aggregate"]) for r in rows] == list(zip("abcde", [10, 11, 12, 13, 14]))
+    assert all("submission_date" not in r for r in rows)
+
+    # A date in the path, or --date, still dates the rows.
+    in_dated_path = tmp_path / DATE / "processed" / "publish"
+    shutil.copytree(data, in_dated_path)
+    for extra_args, source in (([], in_dated_path), (["--date", "2019-07-01"], data)):
+        args = ["index", "--input", str(source), "--output", str(out), "--config", str(config)]
+        ran = CliRunner().invoke(entry_point, [*args, "--origins", str(origins), *extra_args])
+        assert ran.exit_code == 0, ran.output
+        written = (out / "part-00000.json").read_text().splitlines()
+        dates = {json.loads(line)["submission_date"] for line in written}
+        assert dates == {extra_args[-1] if extra_args else DATE}

@@ -42,7 +42,9 @@ def test_generated_pings_stage_as_planned_and_the_check_can_fail(tmp_path):
     )  # 5 pings, 2 not counted
     assert expected["errors"] == {"m.one-0": 1}
 
-    summary = staging.stage(sink, location(tmp_path / "out"), DATE, "gcs", {b.batch_id for b in CONFIG})
+    summary = staging.stage(
+        staging.file_pings(sink, DATE, "gcs"), location(tmp_path / "out"), DATE, {b.batch_id for b in CONFIG}
+    )
     assert summary.pings == 5 + 4 and summary.duplicates == 1  # 5 pings, a duplicate, 3 bad lines
     assert dict(summary.rejects) == expected["staging_rejects"]
     assert dict(summary.entries) == {"m.one-0": 4, "m.one-1": 5, "m.two-0": 5}

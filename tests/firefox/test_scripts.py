@@ -119,12 +119,39 @@ def test_ingest_hands_shares_to_gcs_buckets(gcs, gcs_emulator, tmp_path):
         raw = location(f"gs://{bucket}/data/v1/{partner_key}/origin-telemetry/{DATE}/raw/shares")
         names = sorted(name for name, _ in raw.walk())
         assert names == ["_SUCCESS"] + [
-            f"batch_id=content.blocking_blocked_TESTONLY-{p}/part-00000.ndjson" for p in (0, 1)
+            f"batch_id=content.blocking_blocked_TESTONLY-{p}/part-00000.json" for p in (0, 1)
         ]
-        records = raw.join("batch_id=content.blocking_blocked_TESTONLY-0", "part-00000.ndjson").read_bytes()
-        assert sorted(json.loads(line)["id"] for line in records.decode().splitlines()) == [
-            str(i) for i in range(1, 7)
-        ]
+        records = raw.join("batch_id=content.blocking_blocked_TESTONLY-0", "part-00000.json").read_bytes()
+        assert sorted(json.loads(line)["id"] for line in records.decode().splitlines()) == list(range(1, 7))
+
+
+def test_ingest_stages_from_bigquery_with_the_credentials_of_the_environment(tmp_path):
+    """PING_SOURCE=bigquery reaches staging with the table and GOOGLE_APPLICATION_CREDENTIALS (the
+    reading itself is tested against local servers in test_bigquery.py)."""
+    key_a, key_b = _keys()
+    base = {
+        "APP_NAME": "origin-telemetry",
+        "SUBMISSION_DATE": DATE,
+        "DATA_CONFIG": str(ROOT / "config" / "content.json"),
+        "PUBLIC_KEY_HEX_INTERNAL": key_a,
+        "PUBLIC_KEY_HEX_EXTERNAL": key_b,
+        "BUCKET_INTERNAL_PRIVATE": str(tmp_path / "a"),
+        "BUCKET_EXTERNAL_PRIVATE": str(tmp_path / "b"),
+        "PING_SOURCE": "bigquery",
+    }
+    missing_key = tmp_path / "no-such-key.json"
+    for extra, message in (
+        ({"PING_INPUT": "payload_bytes_decoded"}, "is not a BigQuery table as PROJECT.DATASET.TABLE"),
+        (
+            {"PING_INPUT": "p.payload_bytes_decoded.t", "GOOGLE_APPLICATION_CREDENTIALS": str(missing_key)},
+            f"--credentials {missing_key}: cannot read it",
+        ),
+    ):
+        env = script_env(**base, **extra)
+        result = subprocess.run([str(BIN / "ingest")], env=env, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 2, result.stderr
+        assert message in result.stderr
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
 def _two_metrics(tmp_path: Path) -> Path:

@@ -8,6 +8,7 @@ import json
 import re
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from click.testing import CliRunner
 
 from prio_processor.firefox import staging
 from prio_processor.firefox.commands import entry_point
-from prio_processor.storage import location
+from prio_processor.storage import StorageError, location
 
 DATA = Path(__file__).parent / "data"
 DATE = "2019-06-26"
@@ -50,7 +51,9 @@ def with_id(ping: dict, ping_id: str | None = None) -> dict:
 
 def read_folder(folder: Path) -> list[dict]:
     return [
-        json.loads(line) for part in sorted(folder.glob("part-*")) for line in part.read_text().splitlines()
+        json.loads(line)
+        for part in sorted(folder.glob("part-*.json"))
+        for line in part.read_text().splitlines()
     ]
 
 
@@ -77,13 +80,14 @@ def test_real_ping_ids_batches_and_share_sizes(tmp_path, real_ping):
         a = read_folder(day / "server_id=a" / f"batch_id={batch_id}")
         b = read_folder(day / "server_id=b" / f"batch_id={batch_id}")
         assert [r["id"] for r in a] == [r["id"] for r in b]
-        assert sorted(r["id"] for r in a) == ["1", "2", "3"]
+        assert sorted(r["id"] for r in a) == [1, 2, 3]
         assert all(set(r) == {"id", "payload"} for r in a + b)
         for ra, rb in zip(a, b):
             size_a, size_b = len(base64.b64decode(ra["payload"])), len(base64.b64decode(rb["payload"]))
             assert size_b == 187 and size_a > 10_000
             sizes.add((batch_id, size_a, size_b))
     assert sizes == expected_sizes
+    assert [p.name for p in (day / "server_id=b" / f"batch_id={BATCHES[0]}").iterdir()] == ["part-00000.json"]
     # Outputs hold only shares and markers; without --rejects, rejects are only counted.
     assert {p.name for p in day.iterdir()} == {"server_id=a", "server_id=b"}
     assert {p.name for p in out.iterdir()} == {"_SUCCESS", f"submission_date={DATE}"}
@@ -114,6 +118,7 @@ def test_bad_input_is_counted_and_listed_without_payloads(tmp_path, real_ping):
         "{truncated",
         {"payload": "@@@"},
         message("[1, 2]"),
+        message("[" * 100_000),
         message({"id": "", "payload": {}}),
     ]
     write_sink(sink, DATE, "00", "part-0.ndjson", lines[:5])
@@ -126,7 +131,7 @@ def test_bad_input_is_counted_and_listed_without_payloads(tmp_path, real_ping):
         env={"REJECTS": str(tmp_path / "rejects")},
     )
     assert result.exit_code == 0, result.output
-    assert result.stdout == "8 errors out of 10 total\n"
+    assert result.stdout == "9 errors out of 11 total\n"
     output = result.stderr
 
     rejects_file = tmp_path / "rejects" / "rejects-staging.ndjson"
@@ -134,19 +139,25 @@ def test_bad_input_is_counted_and_listed_without_payloads(tmp_path, real_ping):
     reasons = Counter(r["reason"] for r in rejects)
     assert reasons == {
         "missing_share": 1,
-        "unknown_encoding": 2,
-        "bad_ping": 3,
+        "unknown_encoding": 1,
+        "bad_encoding": 1,
+        "bad_ping": 4,
         "bad_json": 1,
         "bad_base64": 1,
     }
     listed = {
-        (r["id"], r.get("entry")) for r in rejects if r["reason"] in ("missing_share", "unknown_encoding")
+        (r["id"], r.get("entry"))
+        for r in rejects
+        if r["reason"] in ("missing_share", "unknown_encoding", "bad_encoding")
     }
     assert listed == {("no-b", 0), ("unknown", 1), ("odd", 2)}
     shares = {e["prio"][s] for e in real_ping["payload"]["prioData"] for s in "ab"}
     assert not any(share in rejects_file.read_text() for share in shares)
     assert "1 duplicate ping ids dropped" in output
-    assert "rejected bad_base64: 1, bad_json: 1, bad_ping: 3, missing_share: 1, unknown_encoding: 2" in output
+    assert (
+        "rejected bad_base64: 1, bad_encoding: 1, bad_json: 1, bad_ping: 4, missing_share: 1, "
+        "unknown_encoding: 1" in output
+    )
     # good (6) + no-b (5) + unknown (5) + odd (5) entries, split over the two batch ids
     day = out / f"submission_date={DATE}"
     counts = {b: len(read_folder(day / "server_id=a" / f"batch_id={b}")) for b in BATCHES}
@@ -164,12 +175,12 @@ def test_json_source_and_rerun_replaces_that_date_only(tmp_path, real_ping):
         run("--date", date, "--input", str(exports), "--output", str(out), "--source", "json")
     stale = out / f"submission_date={DATE}" / "server_id=a" / "batch_id=stale-0"
     stale.mkdir()
-    (stale / "part-00000.ndjson").write_text("{}\n")
+    (stale / "part-00000.json").write_text("{}\n")
     run("--date", DATE, "--input", str(exports), "--output", str(out), "--source", "json")
     assert not stale.exists()
     for date, n in ((DATE, 2), (NEXT_DATE, 1)):
         a = read_folder(out / f"submission_date={date}" / "server_id=a" / f"batch_id={BATCHES[0]}")
-        assert sorted(int(r["id"]) for r in a) == list(range(1, 3 * n + 1))
+        assert sorted(r["id"] for r in a) == list(range(1, 3 * n + 1))
 
 
 def _staging_error(tmp_path: Path, *extra: str) -> str:
@@ -231,10 +242,11 @@ def test_ids_and_order_do_not_link_entries_across_batches(tmp_path, monkeypatch,
         folder_a = day / "server_id=a" / f"batch_id=m-{part}"
         folder_b = day / "server_id=b" / f"batch_id=m-{part}"
         parts = sorted(p.name for p in folder_a.glob("part-*"))
+        assert all(re.fullmatch(r"part-\d{5}\.json", name) for name in parts), parts
         assert parts == sorted(p.name for p in folder_b.glob("part-*"))
         assert (len(parts) > 1) == (part_bytes < DEFAULT_PART_BYTES)
         a, b = read_folder(folder_a), read_folder(folder_b)
-        assert sorted(int(r["id"]) for r in a) == list(range(1, 201))
+        assert sorted(r["id"] for r in a) == list(range(1, 201))
         # A's and B's share of one entry keep one id; every entry is there once.
         assert all(ra["id"] == rb["id"] and ra["payload"][2:] == rb["payload"][2:] for ra, rb in zip(a, b))
         assert sorted(r["payload"] for r in a) == sorted(f"a{part}-{k}" for k in range(200))
@@ -269,7 +281,107 @@ def test_staging_on_gcs(gcs, real_ping, tmp_path):
     assert "_SUCCESS" in names
     assert f"submission_date={DATE}/server_id=b/_SUCCESS" in names
     part = staged.join(
-        f"submission_date={DATE}", "server_id=b", f"batch_id={BATCHES[1]}", "part-00000.ndjson"
+        f"submission_date={DATE}", "server_id=b", f"batch_id={BATCHES[1]}", "part-00000.json"
     )
     records = [json.loads(line) for line in part.read_bytes().decode().splitlines()]
-    assert sorted(int(r["id"]) for r in records) == list(range(1, 13))
+    assert sorted(r["id"] for r in records) == list(range(1, 13))
+
+    # A re-run replaces the day's objects: a batch no longer sent is gone, nothing hidden is left.
+    only_first = with_id(real_ping)
+    entries = only_first["payload"]["prioData"]
+    only_first["payload"]["prioData"] = [e for e in entries if e["encoding"] == BATCHES[0]]
+    for name, _ in sink.join(DATE).walk():
+        sink.join(DATE, name).delete()
+    sink.join(DATE, "02", "telemetry", "prio", "4", "part-0.ndjson").write_bytes(
+        (json.dumps(message(only_first)) + "\n").encode()
+    )
+    run("--date", DATE, "--input", sink.uri, "--output", f"gs://{bucket}/staged")
+    day = f"submission_date={DATE}"
+    assert {name for name, _ in staged.walk()} == {
+        "_SUCCESS",
+        *(f"{day}/server_id={s}/_SUCCESS" for s in "ab"),
+        *(f"{day}/server_id={s}/batch_id={BATCHES[0]}/part-00000.json" for s in "ab"),
+    }
+
+
+def _day_files(out: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize(
+    "encoding, shown",
+    [
+        ("m\x000", r"'m\x000'"),
+        ("x" * 300, "(300 characters)"),
+        ("m 0", "'m 0'"),
+        ("", "''"),
+        (".hidden", "'.hidden'"),
+        ("a/b", "'a/b'"),
+        (7, "not a string"),
+        (None, "missing"),
+    ],
+)
+def test_bad_encodings_without_a_config_are_counted_rejects(tmp_path, encoding, shown):
+    """Encodings that cannot name a batch folder are rejects with their reason, the other entries are
+    staged and the date is complete (a NUL byte gave a traceback; 300 characters exited 2 after
+    deleting the date's previous output)."""
+    sink, out = tmp_path / "sink", tmp_path / "out"
+    write_sink(sink, DATE, "00", "part-0.ndjson", [message(synthetic_ping(k)) for k in range(3)])
+    run("--date", DATE, "--input", str(sink), "--output", str(out))
+    bad = synthetic_ping(3)
+    bad["payload"]["prioData"][1]["encoding"] = encoding
+    write_sink(sink, DATE, "01", "part-0.ndjson", [message(bad)])
+    result = CliRunner().invoke(
+        entry_point,
+        ["staging", "--date", DATE, "--input", str(sink), "--output", str(out)],
+        env={"REJECTS": str(tmp_path / "rejects.ndjson")},
+    )
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "1 errors out of 4 total\n"
+    assert "rejected bad_encoding: 1" in result.stderr
+    [reject] = [json.loads(line) for line in (tmp_path / "rejects.ndjson").read_text().splitlines()]
+    assert reject["id"] == "ping-3" and reject["reason"] == "bad_encoding" and reject["entry"] == 1
+    assert shown in reject["detail"] and "\x00" not in reject["detail"]
+    day = out / f"submission_date={DATE}"
+    assert (out / "_SUCCESS").is_file()
+    assert all((day / f"server_id={s}" / "_SUCCESS").is_file() for s in "ab")
+    assert {p.name for p in (day / "server_id=a").iterdir()} == {"_SUCCESS", "batch_id=m-0", "batch_id=m-1"}
+    assert len(read_folder(day / "server_id=b" / "batch_id=m-0")) == 4
+    assert len(read_folder(day / "server_id=b" / "batch_id=m-1")) == 3
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_a_failed_read_leaves_the_previous_day_as_it_was(tmp_path):
+    """The new day replaces the old one only once it is complete: a source that fails part way
+    (an unreadable bucket, a broken BigQuery stream) leaves the old day, its markers and the other
+    dates untouched, and no hidden leftovers."""
+    out = location(tmp_path / "out")
+    staging.stage([synthetic_ping(k) for k in range(5)], out, DATE)
+    staging.stage([synthetic_ping(k) for k in range(2)], out, NEXT_DATE)
+    before = _day_files(tmp_path / "out")
+
+    def failing() -> Iterator[dict]:
+        yield synthetic_ping(10)
+        yield synthetic_ping(11)
+        raise StorageError("cannot read gs://sink/2019-06-26/01/part-3.ndjson: connection reset")
+
+    with pytest.raises(StorageError, match="connection reset"):
+        staging.stage(failing(), out, DATE)
+    assert _day_files(tmp_path / "out") == before
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "_SUCCESS", f"submission_date={DATE}", f"submission_date={NEXT_DATE}"
+    ]
+
+
+def test_a_rerun_replaces_the_day_whole_and_clears_a_killed_run_leftovers(tmp_path):
+    out = tmp_path / "out"
+    staging.stage([synthetic_ping(k) for k in range(5)], location(out), DATE)
+    day = out / f"submission_date={DATE}"
+    # What a run killed while writing its new day leaves: a hidden folder, which no reader lists.
+    leftover = out / f".submission_date={DATE}.0123abcd.tmp" / "server_id=a" / "batch_id=m-0"
+    leftover.mkdir(parents=True)
+    (leftover / "part-00000.json").write_text('{"id": 1, "payload": "x"}\n')
+    staging.stage([synthetic_ping(k) for k in range(7, 9)], location(out), DATE)
+    assert sorted(p.name for p in out.iterdir()) == ["_SUCCESS", f"submission_date={DATE}"]
+    payloads = sorted(r["payload"] for r in read_folder(day / "server_id=a" / "batch_id=m-0"))
+    assert payloads == ["a0-7", "a0-8"]

@@ -90,6 +90,22 @@ def test_generate_integration_layout(spark, tmp_path):
         assert len(read_folder(folder / "batch_id=bad-id")) == 4
 
 
+def test_generate_integration_defaults_to_the_shipped_test_small_config(spark, tmp_path, monkeypatch):
+    """As the original: without --data-config (or DATA_CONFIG), config/test-small.json, from any folder."""
+    pair = _pair()
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(entry_point, [
+        "generate-integration", "--public-key-hex-internal", pair["A"][1],
+        "--public-key-hex-external", pair["B"][1], "--output", str(tmp_path / "out"), "--n-rows", "2",
+        "--n-drop-batch", "1"],
+        env={"DATA_CONFIG": None})
+    assert result.exit_code == 0, result.output
+    folder = tmp_path / "out" / "server_id=a"
+    batches = sorted(p.name for p in folder.iterdir() if p.is_dir())
+    assert batches == ["batch_id=bad-id", "batch_id=test-0", "batch_id=test-1"]
+    assert len(read_folder(folder / "batch_id=test-1")) == 2
+
+
 def test_secrets_stay_out_of_spark_plans(spark, tmp_path):
     pair, seed = _pair(), os.urandom(16)
     shares = tmp_path / "shares.json"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 
 import pytest
@@ -83,3 +84,29 @@ def test_same_results_as_prio_fixed(spark, tmp_path, name):
         [expected] = read_folder(reference.path(server, "publish"))
         assert published["payload"] == expected["payload"] == case.manifest["expected_published_payload"]
         assert (published["error"], published["total"]) == (expected["error"], expected["total"])
+
+
+def test_integer_ids_as_staging_writes_them_give_what_prio_gives(spark, tmp_path):
+    """Staging (as the original's Spark staging did) numbers a batch's rows 1..n: the Spark stages
+    join them as `prio` does and publish the case's counts."""
+    case = _case("prg-hashed/e_fixed_point")
+    records = {s: read_folder(case.raw_path(s)) for s in "AB"}
+    numbers = {record_id: k + 1 for k, record_id in enumerate(sorted({r["id"] for r in records["A"]}))}
+    inputs = {}
+    for s in "AB":
+        inputs[s] = tmp_path / "raw" / s / "part-00000.json"
+        inputs[s].parent.mkdir(parents=True)
+        lines = [json.dumps({**r, "id": numbers[r["id"]]}) for r in records[s]]
+        inputs[s].write_text("".join(line + "\n" for line in lines))
+    assert '{"id": 1,' in inputs["A"].read_text()
+    ours = Chain(case, tmp_path / "spark", spark_cli=True, inputs=inputs)
+    reference = Chain(case, tmp_path / "prio", spark_cli=False, inputs=inputs)
+    ours_out, reference_out = ours.all(), reference.all()
+    for server in "AB":
+        for stage in ("verify1", "verify2"):
+            assert _by_id(ours.path(server, stage)) == _by_id(reference.path(server, stage))
+            assert set(_by_id(ours.path(server, stage))) == {str(n) for n in numbers.values()}
+        [published] = read_folder(ours.path(server, "publish"))
+        assert published["payload"] == case.processed(server, fixed=True)["payload"]
+        assert (published["error"], published["total"]) == (0, 20)
+        assert ours_out == reference_out
