@@ -252,7 +252,7 @@ public_key = _apply(
     ),
 )
 
-LOCATION_HELP = "local path or gs://bucket/prefix"
+LOCATION_HELP = "local path, gs://bucket/prefix or s3://bucket/prefix"
 
 input_1 = click.option(
     "--input",

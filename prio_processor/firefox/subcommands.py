@@ -25,7 +25,7 @@ from ..cli.base import ConfigError
 from ..engine.prg import PrgKeying
 from ..pipeline import runner
 from ..pipeline.errors import InputError
-from ..storage import Location, RecordWriter, StorageError, location, read_all
+from ..storage import LocalLocation, Location, RecordWriter, StorageError, location, read_all
 from ..storage.ops import mark_success
 from . import database, indexing, origins, pings, report, staging
 
@@ -89,7 +89,7 @@ def _rejects_option(what: str) -> Any:
 
 
 def _absolute(loc: Location) -> str:
-    return loc.uri.rstrip("/") if loc.uri.startswith("gs://") else os.path.abspath(loc.uri)
+    return os.path.abspath(loc.uri) if isinstance(loc, LocalLocation) else loc.uri.rstrip("/")
 
 
 @contextlib.contextmanager

@@ -1,4 +1,4 @@
-"""IO: local folders and gs:// buckets, record files, completion markers."""
+"""IO: local folders, gs:// and s3:// buckets, record files, completion markers."""
 
 from .locations import GcsLocation, LocalLocation, Location, StorageError, is_hidden, is_part_name, location
 from .records import BadRecord, RecordWriter, read_all, read_records

@@ -1,6 +1,6 @@
-"""Files and folders on a local disk or in Google Cloud Storage, behind one interface.
+"""Files and folders on a local disk, in Google Cloud Storage or S3, behind one interface.
 
-A location is a local path or `gs://bucket/key`. In a bucket a "folder" is a
+A location is a local path, `gs://bucket/key` or `s3://bucket/key` (s3.py). In a bucket a "folder" is a
 key prefix. Writes are atomic: a local file is written beside its final name
 and renamed into place; an object is uploaded whole from a finished local
 temporary file. The google-cloud-storage client honours
@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import IO, Any
 
 GCS_SCHEME = "gs://"
+S3_SCHEME = "s3://"
 _READ_BUFFER = 1 << 20
 _TEMP_SUFFIX = ".tmp"
 # What tempfile.mkstemp(prefix=".<name>.", suffix=".tmp") makes.
@@ -358,11 +359,15 @@ class GcsLocation(Location):
 
 
 def location(path: str | os.PathLike | Location) -> Location:
-    """A Location from a local path or a gs:// URI."""
+    """A Location from a local path, a gs:// or an s3:// URI."""
     if isinstance(path, Location):
         return path
     text = os.fspath(path)
     if text.startswith(GCS_SCHEME):
         bucket, _, key = text[len(GCS_SCHEME) :].partition("/")
         return GcsLocation(bucket, key)
+    if text.startswith(S3_SCHEME):
+        from .s3 import s3_location
+
+        return s3_location(text)
     return LocalLocation(text)
