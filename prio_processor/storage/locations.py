@@ -120,7 +120,8 @@ class Location:
         """Remove empty folders below this one, where folders exist."""
 
     def clear_stale_temporaries(self, names: Iterable[str] | None = None) -> int:
-        """Delete temporary files a killed writer left in this folder (none in buckets); how many."""
+        """Delete what killed writers left in this folder (of the files `names`, if given): temporary
+        files, or unfinished multipart uploads in S3 (gs:// expires unfinished uploads itself); how many."""
         return 0
 
     def read_bytes(self) -> bytes:

@@ -8,7 +8,8 @@ can read one organisation's bucket and write another's (see `load_config`).
 Writes are atomic as for gs://: the data is spooled to an unnamed temporary file and
 uploaded once complete, in one PUT or as a multipart upload, which S3 shows only once
 it is completed. A writer killed mid-upload leaves an unfinished multipart upload that
-no reader sees; the next write of that key, and `delete`, abort it.
+no reader sees; the next write of that key, a stage starting on its output folder
+(`clear_stale_temporaries`) and `delete` abort it.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import io
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import cache, lru_cache
 from typing import IO, Any
@@ -362,7 +363,7 @@ class S3Location(Location):
                 tmp.seek(0)
             except OSError as exc:
                 raise StorageError(f"cannot write {self.uri}: {exc.strerror or exc}") from None
-            self.abort_stale_uploads()
+            self._abort_uploads(self.key, lambda key: key == self.key)
             transfer = TransferConfig(multipart_threshold=_PART_SIZE, multipart_chunksize=_PART_SIZE,
                                       max_concurrency=4)
             # boto3 aborts its own multipart upload when a part fails; a killed process leaves it
@@ -405,9 +406,17 @@ class S3Location(Location):
         head = self._head()
         return None if head is None else str(head["ETag"])
 
-    def abort_stale_uploads(self) -> int:
-        """Abort the unfinished multipart uploads of this key, or below this prefix when it is
-        a folder: what killed writers left (invisible, but stored and billed). How many.
+    def clear_stale_temporaries(self, names: Iterable[str] | None = None) -> int:
+        """Abort the unfinished multipart uploads below this folder (of the files `names` in it
+        only, if given): what killed writers left, invisible but stored and billed. How many."""
+        prefix = self._prefix()
+        if names is None:
+            return self._abort_uploads(prefix, lambda key: True)
+        wanted = {prefix + name for name in names}
+        return self._abort_uploads(prefix, wanted.__contains__)
+
+    def _abort_uploads(self, prefix: str, wanted: Callable[[str], bool]) -> int:
+        """Abort the unfinished multipart uploads of the keys under `prefix` that are `wanted`.
 
         A store that does not let these keys list uploads (no s3:ListBucketMultipartUploads)
         keeps them: its lifecycle rule for incomplete uploads is then what removes them.
@@ -417,14 +426,9 @@ class S3Location(Location):
         s3 = self._client
         uploads: list[tuple[str, str]] = []
         try:
-            for page in s3.get_paginator("list_multipart_uploads").paginate(
-                Bucket=self.bucket_name, Prefix=self.key
-            ):
-                uploads.extend(
-                    (u["Key"], u["UploadId"])
-                    for u in page.get("Uploads", ())
-                    if u["Key"] == self.key or u["Key"].startswith(self._prefix())
-                )
+            pages = s3.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket_name, Prefix=prefix)
+            for page in pages:
+                uploads.extend((u["Key"], u["UploadId"]) for u in page.get("Uploads", ()) if wanted(u["Key"]))
         except boto.ClientError as exc:
             if _code(exc) in _DENIED or _code(exc) in ("NotImplemented", "501"):
                 return 0
@@ -449,7 +453,7 @@ class S3Location(Location):
                 first = response["Errors"][0]
                 where = f"{S3_SCHEME}{self.bucket_name}/{first['Key']}"
                 raise StorageError(f"cannot delete {where}: {first['Code']}")
-        self.abort_stale_uploads()
+        self.clear_stale_temporaries()
 
 
 def _reraise(exc: BaseException) -> Any:
