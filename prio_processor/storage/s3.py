@@ -426,7 +426,8 @@ class S3Location(Location):
         s3 = self._client
         uploads: list[tuple[str, str]] = []
         try:
-            pages = s3.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket_name, Prefix=prefix)
+            paginator = s3.get_paginator("list_multipart_uploads")
+            pages = paginator.paginate(Bucket=self.bucket_name, Prefix=prefix)
             for page in pages:
                 uploads.extend((u["Key"], u["UploadId"]) for u in page.get("Uploads", ()) if wanted(u["Key"]))
         except boto.ClientError as exc:
