@@ -236,14 +236,15 @@ S3_SERVER = Path(__file__).resolve().parents[1] / "scripts" / "s3-server"
 
 class S3Server:
     """One organisation's S3 API server (scripts/s3-server: moto, authentication on): buckets
-    `<org>-private` and `<org>-shared`, users `admin` (every bucket) and `partner` (the shared one)."""
+    `<org>-private`, `<org>-shared` and `<org>-ingest`, users `admin` (every bucket) and
+    `partner` (the shared one)."""
 
     def __init__(self, org: str, folder: Path) -> None:
         self.org = org
         self.folder = folder
         self.proc = subprocess.Popen(
             [sys.executable, str(S3_SERVER), str(folder), "--bucket", f"{org}-private",
-             "--bucket", f"{org}-shared", "--user", f"partner={org}-shared"],
+             "--bucket", f"{org}-shared", "--bucket", f"{org}-ingest", "--user", f"partner={org}-shared"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,

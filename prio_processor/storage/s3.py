@@ -121,6 +121,11 @@ def bucket_access(bucket: str) -> BucketAccess | None:
     return _config().get(bucket)
 
 
+def configured_buckets() -> dict[str, BucketAccess]:
+    """Every bucket PRIO_S3_CONFIG names, with its access."""
+    return dict(_config())
+
+
 @cache
 def client(bucket: str) -> Any:
     """The boto3 S3 client for `bucket`: its own endpoint and keys, or the AWS chain's."""
