@@ -63,10 +63,11 @@ def _unsupported_scheme(option: str, path: str) -> Iterator[None]:
         yield
     except Py4JJavaError as exc:
         problem = str(exc.java_exception.toString())
-        if "UnsupportedFileSystemException" not in problem:
-            raise
-        hint = f" ({S3A_HINT})" if NO_S3A in problem else ""
-        raise ConfigError(f"{option}: cannot use {path}: {problem.split(': ', 1)[-1]}{hint}") from None
+        if any(sign in problem for sign in NO_S3A):
+            raise ConfigError(f"{option}: cannot use {path}: {S3A_HINT}") from None
+        if "UnsupportedFileSystemException" in problem:
+            raise ConfigError(f"{option}: cannot use {path}: {problem.split(': ', 1)[-1]}") from None
+        raise
 
 
 def read_lines(spark: SparkSession, path: str, option: str) -> DataFrame:

@@ -23,10 +23,10 @@ REQUIRED_CONF = {
 
 
 S3A_SCHEME = "s3a://"
-#: What Spark says when the S3A connector (hadoop-aws) is not on its class path.
-NO_S3A = 'No FileSystem for scheme "s3a"'
-S3A_HINT = ("s3:// buckets are read through Hadoop's S3A connector: add org.apache.hadoop:hadoop-aws "
-            "(the version of Spark's Hadoop) to spark.jars.packages or the class path")
+#: What Spark's Hadoop says when the S3A connector (hadoop-aws) is not on its class path.
+NO_S3A = ("S3AFileSystem not found", 'No FileSystem for scheme "s3a"')
+S3A_HINT = ("Spark reaches s3:// buckets through Hadoop's S3A connector: add org.apache.hadoop:hadoop-aws "
+            "(of Spark's Hadoop version) to spark.jars.packages or the class path")
 
 
 def hadoop_path(path: str) -> str:
