@@ -183,6 +183,7 @@ with target.open_write() as f:
 """
 
 
+@pytest.mark.slow
 def test_a_killed_upload_leaves_nothing_a_reader_takes_and_the_next_write_aborts_it(s3):
     prefix = s3(a_private=("a", "admin"))
     folder = s3_storage.s3_location(f"s3://a-private/{prefix}/verify1")
@@ -239,6 +240,7 @@ def test_configuration_errors_are_one_line():
     assert result.exit_code == 2 and result.stderr.count("\n") == 1 and "named twice" in result.stderr
 
 
+@pytest.mark.slow
 def test_an_endpoint_that_goes_away_during_a_wait_is_one_clear_line(tmp_path):
     server = S3Server("c", tmp_path / "s3-c")
     try:
