@@ -21,7 +21,7 @@ import os
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from functools import cache, lru_cache
+from functools import lru_cache
 from typing import IO, Any
 
 from .locations import S3_SCHEME, Location, StorageError
@@ -126,13 +126,22 @@ def configured_buckets() -> dict[str, BucketAccess]:
     return dict(_config())
 
 
-@cache
+# One client per endpoint and key (a client is costly to make: boto3 loads its service model).
+_clients: dict[BucketAccess, Any] = {}
+
+
 def client(bucket: str) -> Any:
     """The boto3 S3 client for `bucket`: its own endpoint and keys, or the AWS chain's."""
+    access = bucket_access(bucket) or BucketAccess()
+    if access not in _clients:
+        _clients[access] = _make_client(access, bucket)
+    return _clients[access]
+
+
+def _make_client(access: BucketAccess, bucket: str) -> Any:
     import boto3
     from botocore.config import Config
 
-    access = bucket_access(bucket) or BucketAccess()
     endpoint = access.endpoint or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
     config = Config(
         connect_timeout=10,
@@ -158,7 +167,7 @@ def client(bucket: str) -> Any:
 
 def reset() -> None:
     """Forget the clients and PRIO_S3_CONFIG (after the environment changed)."""
-    client.cache_clear()
+    _clients.clear()
     _config.cache_clear()
 
 
