@@ -82,9 +82,9 @@ def _rejects_option(what: str) -> Any:
         envvar="REJECTS",
         default=None,
         show_envvar=True,
-        help=f"Where to list {what} as JSON lines (local or gs://): a file if the name ends in .ndjson "
-        "or .json, else a folder that gets rejects-<command>.ndjson. Without it they are only counted. "
-        "Never inside --output.",
+        help=f"Where to list {what} as JSON lines (local, gs:// or s3://): a file if the name ends in "
+        ".ndjson or .json, else a folder that gets rejects-<command>.ndjson. Without it they are only "
+        "counted. Never inside --output.",
     )
 
 
@@ -110,7 +110,7 @@ config_option = click.option(
     envvar="DATA_CONFIG",
     required=True,
     show_envvar=True,
-    help="The data config: a JSON list of {batch_id, n_data} (local or gs://).",
+    help="The data config: a JSON list of {batch_id, n_data} (local, gs:// or s3://).",
 )
 database_option = click.option(
     "--database",
@@ -139,14 +139,14 @@ table_option = click.option(
     envvar="PING_INPUT",
     required=True,
     show_envvar=True,
-    help="Where the pings are (local or gs://).",
+    help="Where the pings are (local, gs:// or s3://).",
 )
 @click.option(
     "--output",
     envvar="STAGING_OUTPUT",
     required=True,
     show_envvar=True,
-    help="Where the staged shares go (local or gs://).",
+    help="Where the staged shares go (local, gs:// or s3://).",
 )
 @click.option(
     "--source",
@@ -207,7 +207,7 @@ def fetch_origins(url: str | None, output: IO[str]) -> None:
     "--input",
     "input_",
     required=True,
-    help="A processed/publish folder of batch_id=<id> folders (local or gs://).",
+    help="A processed/publish folder of batch_id=<id> folders (local, gs:// or s3://).",
 )
 @click.option("--output", required=True, help="The folder for the indexed rows (replaced).")
 @config_option

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from test_cli_chain import PEER, server_env
@@ -262,3 +263,27 @@ def test_an_endpoint_that_goes_away_during_a_wait_is_one_clear_line(tmp_path):
     lines = (first + rest).splitlines()
     assert lines[-1] == f"Error: cannot read {marker}: cannot reach the S3 endpoint (EndpointConnectionError)"
     assert "Traceback" not in rest
+
+
+def test_prio_processor_stages_pings_between_s3_buckets(s3):
+    """prio-processor takes s3:// paths as prio does: pings in one bucket, staged shares in another."""
+    from click.testing import CliRunner
+
+    from prio_processor.firefox.commands import entry_point as firefox
+
+    prefix = s3(a_ingest=("a", "admin"), a_private=("a", "admin"))
+    case = Case(VECTORS / "prg-hashed" / "c_n1")
+    config = location(f"s3://a-private/{prefix}/config.json")
+    config.write_bytes((Path(__file__).resolve().parents[2] / "config" / "content.json").read_bytes())
+    sink, staged = f"s3://a-ingest/{prefix}/sink", f"s3://a-private/{prefix}/staged"
+    keys = ["--public-key-hex-internal", case.keys("A")["public_key"],
+            "--public-key-hex-external", case.keys("B")["public_key"]]
+    made = CliRunner().invoke(firefox, ["generate-pings", "--config", config.uri, *keys, "--output", sink,
+                                        "--date", "2026-11-27", "--n-pings", "4"])
+    assert made.exit_code == 0, made.output
+    result = CliRunner().invoke(firefox, ["staging", "--date", "2026-11-27", "--input", sink,
+                                          "--output", staged, "--config", config.uri])
+    assert result.exit_code == 0, result.output
+    names = [name for name, _ in location(staged).walk()]
+    assert "submission_date=2026-11-27/server_id=a/_SUCCESS" in names
+    assert any(name.startswith("submission_date=2026-11-27/server_id=b/batch_id=") for name in names)
