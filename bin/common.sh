@@ -183,6 +183,80 @@ data_root() {
     printf '%s/%s/%s/%s/%s\n' "${1%/}" "$BUCKET_PREFIX" "${2^^}" "$APP_NAME" "$SUBMISSION_DATE"
 }
 
+# ------------------------------------------- S3 endpoints and keys (v4.1)
+
+# An S3 bucket name: what a bare BUCKET_* value must be to become an s3:// bucket.
+readonly S3_BUCKET_NAME='[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]'
+
+# resolve_buckets NAME...: v4.1's endpoints and keys for the BUCKET_INTERNAL_* and
+# BUCKET_EXTERNAL_* variables NAME. When BUCKET_<SIDE>_ENDPOINT is set, a bare bucket
+# name of that side becomes s3://NAME on that endpoint; otherwise it stays a local folder.
+# Every s3:// bucket of a side with an endpoint or keys (BUCKET_<SIDE>_ACCESS_KEY with
+# BUCKET_<SIDE>_SECRET_KEY or ..._SECRET_KEY_FILE) is reached with them, through
+# PRIO_S3_CONFIG (exported): bucket -> endpoint, access key and where the secret key is
+# (its file or its variable's name, never the key). gs:// buckets and local folders pass
+# unchanged. Notes problems for check_done.
+resolve_buckets() {
+    local name side value bucket entry prefix access secret file endpoint joined
+    local -A entry_of=() named_by=()
+    local entries=()
+    for side in INTERNAL EXTERNAL; do
+        prefix=BUCKET_${side}
+        access=${prefix}_ACCESS_KEY secret=${prefix}_SECRET_KEY file=${prefix}_SECRET_KEY_FILE
+        check "${prefix}_ENDPOINT" 'https?://[^[:space:]"\\]+' "an http:// or https:// URL"
+        check "$access" '[A-Za-z0-9+/=._-]+' "an access key id"
+        check "$file" '[^"\\]+' "a file name without quotes or backslashes"
+        if [[ -n ${!access:-} ]]; then
+            need_one_of "$secret" "$file"
+        elif [[ -n ${!secret:-}${!file:-} ]]; then
+            problems+=("$secret or $file needs $access")
+        fi
+        if [[ -n ${!file:-} && ! -r ${!file} ]]; then
+            problems+=("$file names a file that cannot be read")
+        fi
+    done
+    for name in "$@"; do
+        value=${!name:-}
+        [[ -n $value ]] || continue
+        side=${name#BUCKET_}
+        prefix=BUCKET_${side%%_*}
+        endpoint=${prefix}_ENDPOINT access=${prefix}_ACCESS_KEY file=${prefix}_SECRET_KEY_FILE
+        endpoint=${!endpoint:-} access=${!access:-} file=${!file:-}
+        if [[ -n $endpoint && $value =~ ^${S3_BUCKET_NAME}$ ]]; then
+            value=s3://$value
+            printf -v "$name" '%s' "$value"
+        fi
+        [[ $value == s3://* && -n $endpoint$access ]] || continue
+        bucket=${value#s3://}
+        bucket=${bucket%%/*}
+        entry=
+        [[ -z $endpoint ]] || entry+="\"endpoint\": \"${endpoint}\", "
+        if [[ -n $access && -n $file ]]; then
+            entry+="\"access_key\": \"${access}\", \"secret_key_file\": \"${file}\", "
+        elif [[ -n $access ]]; then
+            # The prio commands read the key from this variable: named here, never copied.
+            entry+="\"access_key\": \"${access}\", \"secret_key_env\": \"${prefix}_SECRET_KEY\", "
+            export "${prefix}_SECRET_KEY"
+        fi
+        entry="{${entry%, }}"
+        if [[ -n ${entry_of[$bucket]:-} ]]; then
+            [[ ${entry_of[$bucket]} == "$entry" ]] ||
+                problems+=("bucket ${bucket} is named by ${named_by[$bucket]} and ${name} with other endpoints or keys: one bucket name, one endpoint")
+            continue
+        fi
+        entry_of[$bucket]=$entry
+        named_by[$bucket]=$name
+        entries+=("\"${bucket}\": ${entry}")
+    done
+    ((${#entries[@]})) || return 0
+    if [[ -n ${PRIO_S3_CONFIG:-} ]]; then
+        problems+=("give PRIO_S3_CONFIG or the BUCKET_*_ENDPOINT and BUCKET_*_ACCESS_KEY variables, not both")
+        return 0
+    fi
+    joined=$(IFS=,; printf '%s' "${entries[*]}")
+    export PRIO_S3_CONFIG="{${joined}}"
+}
+
 # ------------------------------------------------------------ commands
 
 # Which implementation runs the stages: `cli` (prio) or `spark` (prio-spark).

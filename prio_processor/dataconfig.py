@@ -78,7 +78,7 @@ def parse(text: bytes, source: str) -> list[Batch]:
 
 
 def load(path: Location) -> list[Batch]:
-    """The batches of the DATA_CONFIG file at `path` (local or gs://)."""
+    """The batches of the DATA_CONFIG file at `path` (local, gs:// or s3://)."""
     return parse(path.read_bytes(), str(path))
 
 

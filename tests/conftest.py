@@ -1,7 +1,8 @@
-"""Shared fixtures: the libprio oracle and a GCS API server (one per xdist worker)."""
+"""Shared fixtures: the libprio oracle, a GCS API server and two S3 API servers (per xdist worker)."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import subprocess
@@ -15,6 +16,7 @@ from types import ModuleType
 
 import pytest
 
+from tests_support import S3Server
 from vectors import VECTORS
 
 
@@ -144,3 +146,37 @@ def gcs(gcs_emulator: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable
 
     yield bucket
     locations._gcs_client.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def s3_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, S3Server]]:
+    """Two organisations' S3 API servers on 127.0.0.1, "a" and "b", for the whole session
+    (each xdist worker has its own), started side by side."""
+    servers = {org: S3Server(org, tmp_path_factory.mktemp(f"s3-{org}")) for org in "ab"}
+    try:
+        for server in servers.values():
+            server.wait_ready()
+        yield servers
+    finally:
+        for server in servers.values():
+            server.stop()
+
+
+@pytest.fixture
+def s3(s3_servers: dict[str, S3Server], monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., str]]:
+    """PRIO_S3_CONFIG for this test: `s3(**{bucket: (org, user)})` sets it and gives a fresh key
+    prefix for the test's objects (the servers live for the session)."""
+    from prio_processor.storage import s3 as s3_storage
+
+    for name in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+
+    def configure(**buckets: tuple[str, str]) -> str:
+        config = {name.replace("_", "-"): s3_servers[org].entry(user)
+                  for name, (org, user) in buckets.items()}
+        monkeypatch.setenv("PRIO_S3_CONFIG", json.dumps(config))
+        s3_storage.reset()
+        return f"t-{uuid.uuid4().hex[:12]}"
+
+    yield configure
+    s3_storage.reset()

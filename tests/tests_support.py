@@ -8,8 +8,11 @@ import os
 import random
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 from prio_processor.engine import keys
 from prio_processor.engine.client import Client
@@ -53,6 +56,18 @@ SCRIPT_VARIABLES = frozenset(
         "BUCKET_INTERNAL_SHARED",
         "BUCKET_EXTERNAL_SHARED",
         "BUCKET_EXTERNAL_PRIVATE",
+        "BUCKET_INTERNAL_INGEST",
+        "BUCKET_EXTERNAL_INGEST",
+        *(
+            f"BUCKET_{side}_{what}"
+            for side in ("INTERNAL", "EXTERNAL")
+            for what in ("ENDPOINT", "ACCESS_KEY", "SECRET_KEY", "SECRET_KEY_FILE")
+        ),
+        "PRIO_S3_CONFIG",
+        "AWS_ENDPOINT_URL",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_PROFILE",
         "RETRY_LIMIT",
         "RETRY_DELAY",
         "RETRY_BACKOFF_EXPONENT",
@@ -214,3 +229,53 @@ __all__ = [
     "vector_total_shares",
     "write_parts",
 ]
+
+
+S3_SERVER = Path(__file__).resolve().parents[1] / "scripts" / "s3-server"
+
+
+class S3Server:
+    """One organisation's S3 API server (scripts/s3-server: moto, authentication on): buckets
+    `<org>-private`, `<org>-shared` and `<org>-ingest`, users `admin` (every bucket) and
+    `partner` (the shared one)."""
+
+    def __init__(self, org: str, folder: Path) -> None:
+        self.org = org
+        self.folder = folder
+        self.proc = subprocess.Popen(
+            [sys.executable, str(S3_SERVER), str(folder), "--bucket", f"{org}-private",
+             "--bucket", f"{org}-shared", "--bucket", f"{org}-ingest", "--user", f"partner={org}-shared"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        self.endpoint = ""
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + 120  # imports moto: slow on a loaded machine
+        while not (self.folder / "endpoint").exists():
+            if self.proc.poll() is not None:
+                pytest.fail(f"the S3 API server of {self.org} exited ({self.proc.returncode})")
+            if time.monotonic() > deadline:
+                pytest.fail(f"the S3 API server of {self.org} did not start within 120 s")
+            time.sleep(0.05)
+        self.endpoint = (self.folder / "endpoint").read_text().strip()
+
+    def access_key(self, user: str) -> str:
+        return (self.folder / f"{user}.access").read_text().strip()
+
+    def secret_file(self, user: str) -> Path:
+        return self.folder / f"{user}.secret"
+
+    def entry(self, user: str) -> dict[str, str]:
+        """A PRIO_S3_CONFIG entry: this server's endpoint with `user`'s keys."""
+        return {"endpoint": self.endpoint, "access_key": self.access_key(user),
+                "secret_key_file": str(self.secret_file(user))}
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()

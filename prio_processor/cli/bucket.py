@@ -1,4 +1,4 @@
-"""`prio bucket`: storage operations for the server scripts (local folders or gs://)."""
+"""`prio bucket`: storage operations for the server scripts (local folders, gs:// or s3://)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 import click
 
 from ..storage import StorageError, location, ops
-from ..storage.locations import GCS_SCHEME
+from ..storage.locations import LocalLocation
 from .base import ConfigError
 from .base import storage_errors as _storage_errors
 from .main import entry_point
@@ -15,7 +15,7 @@ from .main import entry_point
 
 @entry_point.group()
 def bucket() -> None:
-    """Storage operations on local folders and gs:// buckets, for the bin/ scripts."""
+    """Storage operations on local folders, gs:// and s3:// buckets, for the bin/ scripts."""
 
 
 @bucket.command("ls")
@@ -73,8 +73,9 @@ def wait(
 ) -> None:
     """Wait until the file PATH (a _SUCCESS marker, say) exists; exit 1 when retries run out."""
     with _storage_errors():
+        marker = location(path)
         found = ops.wait_for(
-            location(path),
+            marker,
             retry_limit,
             retry_delay,
             retry_backoff_exponent,
@@ -82,7 +83,7 @@ def wait(
             stamp=stamp,
             # A local marker is a cheap look: take it as soon as it appears. In a bucket every
             # look is a request: once a second at most.
-            poll=1.0 if path.startswith(GCS_SCHEME) else 0.05,
+            poll=0.05 if isinstance(marker, LocalLocation) else 1.0,
         )
     if not found:
         click.echo(f"Reached the maximum number of retries waiting for {path}.", err=True)
@@ -125,7 +126,7 @@ def rm(paths: tuple[str, ...]) -> None:
 @bucket.command()
 @click.argument("paths", metavar="PATH...", nargs=-1, required=True)
 def create(paths: tuple[str, ...]) -> None:
-    """Create the bucket of each gs:// PATH (or the local folder) if it does not exist."""
+    """Create the bucket of each gs:// or s3:// PATH (or the local folder) if it does not exist."""
     with _storage_errors():
         for path in paths:
             location(path).create_bucket()

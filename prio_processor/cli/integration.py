@@ -17,7 +17,7 @@ data_config_option = click.option(
     "--data-config",
     envvar="DATA_CONFIG",
     required=True,
-    help='A JSON file (local or gs://) listing the batches as [{"batch_id": ..., "n_data": ...}]; '
+    help='A JSON file (local, gs:// or s3://) listing the batches as [{"batch_id": ..., "n_data": ...}]; '
     "ids are 1 to 128 letters, digits, '.', '_' or '-', starting with a letter or digit.",
 )
 n_rows_option = click.option(

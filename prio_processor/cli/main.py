@@ -29,7 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "bucket": (
         "prio_processor.cli.bucket:bucket",
-        "Storage operations on local folders and gs:// buckets, for the bin/ scripts.",
+        "Storage operations on local folders, gs:// and s3:// buckets, for the bin/ scripts.",
     ),
     "batches": ("prio_processor.cli.integration:batches", 'Print "<batch_id> <n_data>" for every batch.'),
     "integration": (

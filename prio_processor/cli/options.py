@@ -252,7 +252,7 @@ public_key = _apply(
     ),
 )
 
-LOCATION_HELP = "local path or gs://bucket/prefix"
+LOCATION_HELP = "local path, gs://bucket/prefix or s3://bucket/prefix"
 
 input_1 = click.option(
     "--input",
@@ -322,8 +322,8 @@ rejects_option = click.option(
     envvar="REJECTS",
     default=None,
     show_envvar=True,
-    help="Where to list rejected records as {id, reason, detail} lines (local or gs://): a file if the "
-    "name ends in .ndjson or .json, else a folder that gets rejects-<stage>-<server>.ndjson "
+    help="Where to list rejected records as {id, reason, detail} lines (local, gs:// or s3://): a file "
+    "if the name ends in .ndjson or .json, else a folder that gets rejects-<stage>-<server>.ndjson "
     "(rejects-encode-shares.ndjson). Without it rejects are only counted. Never inside an output folder.",
 )
 
@@ -371,10 +371,11 @@ cache_option = click.option(
     envvar="CACHE",
     default=None,
     show_envvar=True,
-    help="A folder (local or gs://) in this server's private storage where verify1 keeps what verify2 and "
-    "aggregate need of each share, so that they do not decrypt and decode the shares again: give the three "
-    "stages the same folder. It holds this server's shares in clear, so never a bucket the partner reads; "
-    "delete it after aggregate. It is used only when made from the same --input with the same settings "
+    help="A folder (local, gs:// or s3://) in this server's private storage where verify1 keeps what "
+    "verify2 and aggregate need of each share, so that they do not decrypt and decode the shares "
+    "again: give the three stages the same folder. It holds this server's shares in clear, so never "
+    "a bucket the partner reads; delete it after aggregate. It is used only when made from the same "
+    "--input with the same settings "
     "(otherwise the shares are read, with the same results).",
 )
 

@@ -25,7 +25,7 @@ from ..cli.base import ConfigError
 from ..engine.prg import PrgKeying
 from ..pipeline import runner
 from ..pipeline.errors import InputError
-from ..storage import Location, RecordWriter, StorageError, location, read_all
+from ..storage import LocalLocation, Location, RecordWriter, StorageError, location, read_all
 from ..storage.ops import mark_success
 from . import database, indexing, origins, pings, report, staging
 
@@ -82,14 +82,14 @@ def _rejects_option(what: str) -> Any:
         envvar="REJECTS",
         default=None,
         show_envvar=True,
-        help=f"Where to list {what} as JSON lines (local or gs://): a file if the name ends in .ndjson "
-        "or .json, else a folder that gets rejects-<command>.ndjson. Without it they are only counted. "
-        "Never inside --output.",
+        help=f"Where to list {what} as JSON lines (local, gs:// or s3://): a file if the name ends in "
+        ".ndjson or .json, else a folder that gets rejects-<command>.ndjson. Without it they are only "
+        "counted. Never inside --output.",
     )
 
 
 def _absolute(loc: Location) -> str:
-    return loc.uri.rstrip("/") if loc.uri.startswith("gs://") else os.path.abspath(loc.uri)
+    return os.path.abspath(loc.uri) if isinstance(loc, LocalLocation) else loc.uri.rstrip("/")
 
 
 @contextlib.contextmanager
@@ -110,7 +110,7 @@ config_option = click.option(
     envvar="DATA_CONFIG",
     required=True,
     show_envvar=True,
-    help="The data config: a JSON list of {batch_id, n_data} (local or gs://).",
+    help="The data config: a JSON list of {batch_id, n_data} (local, gs:// or s3://).",
 )
 database_option = click.option(
     "--database",
@@ -139,7 +139,7 @@ table_option = click.option(
     envvar="PING_INPUT",
     required=True,
     show_envvar=True,
-    help="Where the pings are: a folder (local or gs://), or with --source bigquery the table "
+    help="Where the pings are: a folder (local, gs:// or s3://), or with --source bigquery the table "
     "PROJECT.DATASET.TABLE.",
 )
 @click.option(
@@ -147,7 +147,7 @@ table_option = click.option(
     envvar="STAGING_OUTPUT",
     required=True,
     show_envvar=True,
-    help="Where the staged shares go (local or gs://).",
+    help="Where the staged shares go (local, gs:// or s3://).",
 )
 @click.option(
     "--source",
@@ -239,7 +239,7 @@ def fetch_origins(url: str | None, output: IO[str]) -> None:
     "--input",
     "input_",
     required=True,
-    help="A processed/publish folder of batch_id=<id> folders of published records (local or gs://).",
+    help="A processed/publish folder of batch_id=<id> folders (local, gs:// or s3://).",
 )
 @click.option("--output", required=True, help="The folder for the indexed rows (replaced).")
 @config_option

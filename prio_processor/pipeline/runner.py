@@ -68,7 +68,7 @@ def _no_notice(message: str) -> None:
 
 @dataclass(frozen=True)
 class Inputs:
-    """A stage's inputs: files or folders of part files, local or gs://."""
+    """A stage's inputs: files or folders of part files, local, gs:// or s3://."""
 
     shares: Location | None = None  # --input: client data (encode-shares) or shares
     internal: Location | None = None  # --input-internal: this server's previous stage

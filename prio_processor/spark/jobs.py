@@ -12,12 +12,15 @@ never holds an index.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+from py4j.protocol import Py4JJavaError
 from pyspark.errors import AnalysisException
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -26,6 +29,7 @@ from ..cli.base import ConfigError
 from ..storage.records import dumps
 from . import adapter
 from .adapter import ClientSpec, IntegrationRow, ServerSpec
+from .session import NO_S3A, S3A_HINT, hadoop_path
 
 _POSITION = ("file", "block", "row")
 # The id of a line that starts as the original wrote records, {"id": "...", ...}: read from
@@ -51,10 +55,26 @@ class Counts:
         return sum(self.reasons.values())
 
 
+@contextlib.contextmanager
+def _unsupported_scheme(option: str, path: str) -> Iterator[None]:
+    """A path whose scheme Spark has no file system for (s3a:// without hadoop-aws) is a
+    configuration error: one line, saying what to add."""
+    try:
+        yield
+    except Py4JJavaError as exc:
+        problem = str(exc.java_exception.toString())
+        if any(sign in problem for sign in NO_S3A):
+            raise ConfigError(f"{option}: cannot use {path}: {S3A_HINT}") from None
+        if "UnsupportedFileSystemException" in problem:
+            raise ConfigError(f"{option}: cannot use {path}: {problem.split(': ', 1)[-1]}") from None
+        raise
+
+
 def read_lines(spark: SparkSession, path: str, option: str) -> DataFrame:
     """Lines of a file or folder with their id and input position; a missing path is a configuration error."""
     try:
-        lines = spark.read.text(path)
+        with _unsupported_scheme(option, path):
+            lines = spark.read.text(hadoop_path(path))
     except AnalysisException as exc:
         raise ConfigError(f"{option}: cannot read {path}: {str(exc).splitlines()[0]}") from None
     return lines.select(
@@ -180,18 +200,20 @@ def _entry(row: Any) -> dict[str, Any]:
 
 def write_json(frame: DataFrame, path: str) -> None:
     """A folder of JSON-lines part files with _SUCCESS, replacing what was there."""
-    frame.write.mode("overwrite").option("compression", "none").json(path)
+    with _unsupported_scheme("--output", path):
+        frame.write.mode("overwrite").option("compression", "none").json(hadoop_path(path))
 
 
 def write_lines(spark: SparkSession, frame: DataFrame, path: str) -> None:
     """The `line` column (JSON lines as `prio` writes them) as a folder of part-*.json files with
     _SUCCESS, replacing what was there."""
-    frame.select("line").write.mode("overwrite").option("compression", "none").text(path)
+    with _unsupported_scheme("--output", path):
+        frame.select("line").write.mode("overwrite").option("compression", "none").text(hadoop_path(path))
     # Spark names text parts *.txt; they hold JSON lines, as the original's part files did.
     context = spark.sparkContext
     assert context._jvm is not None, "a driver-side session has a JVM"
     jvm = context._jvm
-    folder = jvm.org.apache.hadoop.fs.Path(path)
+    folder = jvm.org.apache.hadoop.fs.Path(hadoop_path(path))
     fs = folder.getFileSystem(context._jsc.hadoopConfiguration())
     for status in fs.listStatus(folder):
         name = status.getPath().getName()
@@ -249,7 +271,7 @@ def generate(spark: SparkSession, spec: ClientSpec, output: str, n_rows: int, sc
     shares = spark.range(n_rows, numPartitions=n_partitions).mapInArrow(
         partial(adapter.random_partition, spec, scale), adapter.SHARES_DDL)
     (_by_server(shares).write.mode("overwrite").option("compression", "none")
-     .partitionBy("server_id").json(output))
+     .partitionBy("server_id").json(hadoop_path(output)))
 
 
 def generate_integration(spark: SparkSession, spec: ClientSpec, plan: list[tuple[IntegrationRow, int]],
@@ -260,4 +282,4 @@ def generate_integration(spark: SparkSession, spec: ClientSpec, plan: list[tuple
     shares = rows.mapInArrow(partial(adapter.integration_partition, spec, plan), adapter.INTEGRATION_DDL)
     layout = _by_server(shares.repartitionByRange(n_partitions, "batch_id", "id"), "batch_id")
     (layout.write.mode("overwrite").option("compression", "none")
-     .partitionBy("server_id", "batch_id").json(output))
+     .partitionBy("server_id", "batch_id").json(hadoop_path(output)))

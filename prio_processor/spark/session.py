@@ -7,6 +7,9 @@ import sys
 
 from pyspark.sql import SparkSession
 
+from ..storage import s3
+from ..storage.locations import S3_SCHEME
+
 DEFAULT_MASTER = "local[*]"
 
 # Settings every stage relies on: UTC timestamps, and base64 without line breaks.
@@ -17,6 +20,42 @@ REQUIRED_CONF = {
     # Shares are large: Arrow batches of a few hundred rows keep Python tasks' memory small.
     "spark.sql.execution.arrow.maxRecordsPerBatch": "256",
 }
+
+
+S3A_SCHEME = "s3a://"
+#: What Spark's Hadoop says when the S3A connector (hadoop-aws) is not on its class path.
+NO_S3A = ("S3AFileSystem not found", 'No FileSystem for scheme "s3a"')
+S3A_HINT = ("Spark reaches s3:// buckets through Hadoop's S3A connector: add org.apache.hadoop:hadoop-aws "
+            "(of Spark's Hadoop version) to spark.jars.packages or the class path")
+
+
+def hadoop_path(path: str) -> str:
+    """The path as Spark's Hadoop file systems take it: s3:// buckets through the S3A connector."""
+    return S3A_SCHEME + path[len(S3_SCHEME) :] if path.startswith(S3_SCHEME) else path
+
+
+def s3a_settings() -> dict[str, str]:
+    """Hadoop settings giving S3A what `prio` uses for s3://: AWS_ENDPOINT_URL for every bucket, and
+    each PRIO_S3_CONFIG bucket's own endpoint and keys (per-bucket settings, fs.s3a.bucket.NAME.*).
+    Without keys, S3A's default chain applies (AWS_ACCESS_KEY_ID, profiles, instance roles)."""
+    settings = {}
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    if endpoint:
+        settings.update({"fs.s3a.endpoint": endpoint, "fs.s3a.path.style.access": "true"})
+    for bucket, access in s3.configured_buckets().items():
+        prefix = f"fs.s3a.bucket.{bucket}."
+        if access.endpoint:
+            settings.update({prefix + "endpoint": access.endpoint, prefix + "path.style.access": "true"})
+        if access.region:
+            settings[prefix + "endpoint.region"] = access.region
+        secret = access.secret_key(bucket)
+        if access.access_key and secret is not None:
+            settings.update({
+                prefix + "aws.credentials.provider": "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider",
+                prefix + "access.key": access.access_key,
+                prefix + "secret.key": secret,
+            })
+    return settings
 
 
 def _submitted() -> bool:
@@ -39,6 +78,11 @@ def get_session(master: str | None, app_name: str) -> SparkSession:
     # Output folders hold part files and _SUCCESS only: no .crc side files on local disks.
     context = spark.sparkContext
     assert context._jvm is not None, "a driver-side session has a JVM"
-    local = context._jvm.org.apache.hadoop.fs.FileSystem.getLocal(context._jsc.hadoopConfiguration())
+    hadoop = context._jsc.hadoopConfiguration()
+    local = context._jvm.org.apache.hadoop.fs.FileSystem.getLocal(hadoop)
     local.setWriteChecksum(False)
+    # Set in the driver's Hadoop configuration, which tasks receive with their file splits: keys
+    # stay off command lines, and Spark's UI and logs redact them (spark.redaction.regex).
+    for key, value in s3a_settings().items():
+        hadoop.set(key, value)
     return spark

@@ -1,4 +1,4 @@
-"""IO: local folders and gs:// buckets, record files, completion markers."""
+"""IO: local folders, gs:// and s3:// buckets, record files, completion markers."""
 
 from .locations import (
     GcsLocation,

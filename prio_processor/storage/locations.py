@@ -1,6 +1,6 @@
-"""Files and folders on a local disk or in Google Cloud Storage, behind one interface.
+"""Files and folders on a local disk, in Google Cloud Storage or S3, behind one interface.
 
-A location is a local path or `gs://bucket/key`. In a bucket a "folder" is a
+A location is a local path, `gs://bucket/key` or `s3://bucket/key` (s3.py). In a bucket a "folder" is a
 key prefix. Writes are atomic: a local file is written beside its final name
 and renamed into place; an object is uploaded whole from a finished local
 temporary file.
@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import IO, Any
 
 GCS_SCHEME = "gs://"
+S3_SCHEME = "s3://"
 _READ_BUFFER = 1 << 20
 _TEMP_SUFFIX = ".tmp"
 # What tempfile.mkstemp(prefix=".<name>.", suffix=".tmp") makes.
@@ -174,7 +175,8 @@ class Location:
         """Remove empty folders below this one, where folders exist."""
 
     def clear_stale_temporaries(self, names: Iterable[str] | None = None) -> int:
-        """Delete temporary files a killed writer left in this folder (none in buckets); how many."""
+        """Delete what killed writers left in this folder (of the files `names`, if given): temporary
+        files, or unfinished multipart uploads in S3 (gs:// expires unfinished uploads itself); how many."""
         return 0
 
     def read_bytes(self) -> bytes:
@@ -583,11 +585,15 @@ def overlapping(a: Location, b: Location) -> bool:
 
 
 def location(path: str | os.PathLike | Location) -> Location:
-    """A Location from a local path or a gs:// URI."""
+    """A Location from a local path, a gs:// or an s3:// URI."""
     if isinstance(path, Location):
         return path
     text = os.fspath(path)
     if text.startswith(GCS_SCHEME):
         bucket, _, key = text[len(GCS_SCHEME) :].partition("/")
         return GcsLocation(bucket, key)
+    if text.startswith(S3_SCHEME):
+        from .s3 import s3_location
+
+        return s3_location(text)
     return LocalLocation(text)

@@ -64,6 +64,7 @@ def delete_all(root: Location) -> int:
     files = root.walk()
     for _, file in files:
         file.delete()
+    root.clear_stale_temporaries()  # in buckets, the uploads killed writers left unfinished
     root.prune()
     if root.is_file():
         root.delete()
