@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import IO, Any
 
-from .locations import S3_SCHEME, Location, StorageError
+from .locations import S3_SCHEME, Location, PendingWrites, StorageError
 
 CONFIG_ENV = "PRIO_S3_CONFIG"
 _READ_BUFFER = 1 << 20
@@ -366,17 +366,28 @@ class S3Location(Location):
         return f"{head['ContentLength']}:{head['ETag'].strip(chr(34))}:{modified:.6f}"
 
     @contextlib.contextmanager
-    def open_write(self) -> Iterator[IO[bytes]]:
-        from boto3.s3.transfer import TransferConfig
-
+    def open_write(self, pending: PendingWrites | None = None) -> Iterator[IO[bytes]]:
         # An unnamed temporary file: nothing is left behind even if the process is killed.
-        with tempfile.TemporaryFile(prefix="prio-upload-") as tmp:
+        tmp = tempfile.TemporaryFile(prefix="prio-upload-")  # noqa: SIM115  # closed after its upload
+        try:
             yield tmp
             try:
                 tmp.flush()
-                tmp.seek(0)
             except OSError as exc:
                 raise StorageError(f"cannot write {self.uri}: {exc.strerror or exc}") from None
+        except BaseException:
+            tmp.close()
+            raise
+        if pending is None:
+            self._upload(tmp)
+        else:
+            pending.add(lambda: self._upload(tmp), tmp.close)
+
+    def _upload(self, tmp: IO[bytes]) -> None:
+        from boto3.s3.transfer import TransferConfig
+
+        with tmp:
+            tmp.seek(0)
             self._abort_uploads(self.key, lambda key: key == self.key)
             transfer = TransferConfig(multipart_threshold=_PART_SIZE, multipart_chunksize=_PART_SIZE,
                                       max_concurrency=4)
@@ -385,40 +396,56 @@ class S3Location(Location):
             _call(f"cannot write {self.uri}", self._client.upload_fileobj, tmp, self.bucket_name, self.key,
                   Config=transfer)
 
-    def create_if_absent(self, data: bytes) -> bool:
-        """Write `data` only if no object has this key (a conditional PUT, `If-None-Match: *`):
-        True if written, False if one existed. Of two writers racing, exactly one wins."""
+    # Conditional writes (see `Location`): the generation is the object's entity tag; every lock
+    # record differs (owner, pid, times), so two versions never share a tag.
+    _PRECONDITION = ("PreconditionFailed", "412", "ConditionalRequestConflict", "409")
+
+    def _put_if(self, data: bytes, **condition: str) -> str | None:
+        """PutObject under `condition` (If-None-Match or If-Match): the new tag, or None if it failed."""
         from botocore import exceptions as boto
 
         try:
-            self._client.put_object(Bucket=self.bucket_name, Key=self.key, Body=data, IfNoneMatch="*")
+            response = self._client.put_object(Bucket=self.bucket_name, Key=self.key, Body=data, **condition)
         except boto.ClientError as exc:
-            if _code(exc) in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409"):
-                return False
-            _call(f"cannot write {self.uri}", _reraise, exc)
+            if _code(exc) in (*self._PRECONDITION, *_NOT_FOUND):
+                return None
+            return _call(f"cannot write {self.uri}", _reraise, exc)
         except (boto.BotoCoreError, OSError) as exc:
-            _call(f"cannot write {self.uri}", _reraise, exc)
-        return True
+            return _call(f"cannot write {self.uri}", _reraise, exc)
+        return str(response["ETag"])
 
-    def replace_if_version(self, data: bytes, etag: str) -> bool:
-        """Write `data` only if the object still has entity tag `etag` (`If-Match`): True if
-        written, False if another writer changed or deleted it first."""
+    def create_if_absent(self, data: bytes) -> str | None:
+        """`If-None-Match: *`: of two writers racing, exactly one wins."""
+        return self._put_if(data, IfNoneMatch="*")
+
+    def replace_if_generation(self, data: bytes, generation: str) -> str | None:
+        return self._put_if(data, IfMatch=generation)
+
+    def read_generation(self) -> tuple[bytes, str] | None:
         from botocore import exceptions as boto
 
         try:
-            self._client.put_object(Bucket=self.bucket_name, Key=self.key, Body=data, IfMatch=etag)
+            response = self._client.get_object(Bucket=self.bucket_name, Key=self.key)
+            return response["Body"].read(), str(response["ETag"])
         except boto.ClientError as exc:
-            if _code(exc) in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409", *_NOT_FOUND):
-                return False
-            _call(f"cannot write {self.uri}", _reraise, exc)
+            if _code(exc) in _NOT_FOUND:
+                return None
+            return _call(f"cannot read {self.uri}", _reraise, exc)
         except (boto.BotoCoreError, OSError) as exc:
-            _call(f"cannot write {self.uri}", _reraise, exc)
-        return True
+            return _call(f"cannot read {self.uri}", _reraise, exc)
 
-    def etag(self) -> str | None:
-        """The object's entity tag (for `replace_if_version`), None when it does not exist."""
-        head = self._head()
-        return None if head is None else str(head["ETag"])
+    def delete_if_generation(self, generation: str) -> bool:
+        from botocore import exceptions as boto
+
+        try:
+            self._client.delete_object(Bucket=self.bucket_name, Key=self.key, IfMatch=generation)
+        except boto.ClientError as exc:
+            if _code(exc) in (*self._PRECONDITION, *_NOT_FOUND):
+                return False
+            return bool(_call(f"cannot delete {self.uri}", _reraise, exc))
+        except (boto.BotoCoreError, OSError) as exc:
+            return bool(_call(f"cannot delete {self.uri}", _reraise, exc))
+        return True
 
     def clear_stale_temporaries(self, names: Iterable[str] | None = None) -> int:
         """Abort the unfinished multipart uploads below this folder (of the files `names` in it

@@ -19,11 +19,15 @@ from prio_processor.storage.lock import Holder, LockHeld, LockLost, RunLock, che
 from tests_support import VENV_BIN
 
 
-@pytest.fixture(params=["local", "gs"])
+@pytest.fixture(params=["local", "gs", "s3"])
 def place(request, tmp_path) -> Callable[[str], Location]:
-    """A maker of fresh locations in a local folder or in a bucket of the GCS API server."""
+    """A maker of fresh locations in a local folder, a bucket of the GCS API server or one of an
+    S3 API server (If-None-Match / If-Match)."""
     if request.param == "local":
         return lambda name: location(tmp_path / uuid.uuid4().hex / name)
+    if request.param == "s3":
+        prefix = request.getfixturevalue("s3")(a_private=("a", "admin"))
+        return lambda name: location(f"s3://a-private/{prefix}/{uuid.uuid4().hex}/{name}")
     bucket = request.getfixturevalue("gcs")()
     return lambda name: location(f"gs://{bucket}/{uuid.uuid4().hex}/{name}")
 

@@ -210,25 +210,6 @@ def test_a_killed_upload_leaves_nothing_a_reader_takes_and_the_next_write_aborts
     assert _pending_uploads("a-private", other.key) == [] and folder.walk() == []
 
 
-def test_conditional_create_and_replace(s3):
-    """What a lock needs: create-if-absent (If-None-Match: *) and replace-if-unchanged (If-Match)."""
-    prefix = s3(a_private=("a", "admin"))
-    lock = location(f"s3://a-private/{prefix}/_LOCK")
-    assert isinstance(lock, s3_storage.S3Location)
-    assert lock.etag() is None
-    assert lock.create_if_absent(b"A 1")
-    assert not lock.create_if_absent(b"B 1")
-    assert lock.read_bytes() == b"A 1"
-    tag = lock.etag()
-    assert tag is not None
-    assert lock.replace_if_version(b"A 2", tag)
-    assert not lock.replace_if_version(b"B 2", tag)  # changed since
-    assert lock.read_bytes() == b"A 2"
-    lock.delete()
-    assert not lock.replace_if_version(b"B 3", tag)  # gone
-    assert lock.create_if_absent(b"B 4")
-
-
 def test_configuration_errors_are_one_line():
     twice = '{"x-bucket": {"endpoint": "http://127.0.0.1:1"}, "x-bucket": {"endpoint": "http://127.0.0.1:2"}}'
     with pytest.raises(StorageError, match="bucket x-bucket is named twice"):
