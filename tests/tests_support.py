@@ -60,6 +60,7 @@ SCRIPT_VARIABLES = frozenset(
         "EVALUATION_POINT",
         "ENGINE",
         "WORKERS",
+        "VERBOSE",
         "REJECTS",
         "CACHE",
         "STORAGE_EMULATOR_HOST",

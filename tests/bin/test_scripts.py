@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -47,6 +48,8 @@ class Deployment:
             "RETRY_BACKOFF_EXPONENT": "2",
         }
         bucket = {name: root / name for name in ("a-private", "a-shared", "b-private", "b-shared")}
+        for folder in bucket.values():  # buckets exist before any server runs
+            folder.mkdir(exist_ok=True)
         self.bucket = bucket
         self.admin = script_env(
             **common,
@@ -428,13 +431,35 @@ def test_integrate_on_local_buckets_explains_the_planted_rejects():
     assert "both servers published the expected counts" in result.stdout
     assert "batch test-0: [14, 0, 0, 14, 0, 14, 14, 0, 0, 14]" in result.stdout
     assert "using the cache" not in result.stderr  # verify2 and aggregate used verify1's cache
-    assert "one client encoded with n_data + 1 values: both servers reject it" in result.stderr
+    # The planted client's story, as the intro tells it, at every stage and in both summaries.
+    assert "server A rejects it at verify1 (wrong_length;" in result.stderr
+    assert "B at verify2 (missing_peer_packet: rejected by the partner)" in result.stderr
+    assert "later stages name it missing_own_packet (rejected here at an earlier stage)" in result.stderr
+    for line in (
+        "process A: batch test-0: verify1: server A, batch test-0: verify1 rejected wrong_length: 1",
+        "process B: batch test-0: verify1: 0 errors out of 15 total",
+        "verify2 rejected missing_peer_packet: 1 (rejected by the partner)",
+        "verify2 rejected missing_own_packet: 1 (rejected here at an earlier stage)",
+        "process B: batch test-0: aggregate: server B, batch test-0: aggregate rejected missing_own_packet: 1 "
+        "(rejected here at an earlier stage)",
+        "integrate: server A: batch test-0: 14 valid, 1 errors of 15 total (wrong_length: 1), published ",
+        "integrate: server B: batch test-0: 14 valid, 1 errors of 15 total "
+        "(missing_peer_packet: 1, rejected by the partner), published ",
+        "integrate: server B: batch test-2: skipped, no data",
+        "process A: summary: 3 batches: 2 published, 0 FAILED, 1 skipped for lack of data",
+    ):
+        assert line in result.stderr, line
+    # Keys show 8 digits in log lines (full ones only with VERBOSE=1).
+    assert not re.search("[0-9A-F]{64}", result.stderr)
+    assert re.search("/test-app/v1/[0-9A-F]{8}…/test-app/", result.stderr)
     assert "no data for batch(es) test-2" in result.stderr
     assert "process A: batch test-2: verify1: data for test-2 does not exist, skipping..." in result.stderr
     for line in result.stderr.splitlines():
         if " process " in line and "batch " not in line:
             # Lines about one stage of all batches name the stage; those about one batch name it.
-            assert any(word in line for word in ("waiting", "shared", "took", "removed", "done")), line
+            assert any(
+                word in line for word in ("waiting", "shared", "took", "removed", "done", "summary: 3 batches")
+            ), line
 
 
 @pytest.mark.slow

@@ -18,7 +18,7 @@ def test_a_marker_that_appears_mid_sleep_is_taken_at_the_next_look(tmp_path):
     found = ops.wait_for(location(marker), 5, 30.0, 2.0, sleep=sleep, report=reports.append, poll=0.05)
     assert found
     assert slept == [0.05, 0.05, 0.05]  # three looks into the first 30 s sleep, not 30 s
-    assert reports == [f"waiting 30s for {marker} (attempt 1 of 6)"]
+    assert reports == [f"waiting 30s for {marker} (wait 1 of 6: the first, then up to 5 retries)"]
 
 
 def test_without_poll_every_sleep_is_whole_and_patience_runs_out(tmp_path):
