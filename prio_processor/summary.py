@@ -88,7 +88,7 @@ class BatchSummary:
 
     def likely_cause(self) -> str | None:
         rejected = sum(self.reasons.values())
-        if not self.reasons or not (self.failed or (self.total and rejected > SUSPICIOUS_SHARE * self.total)):
+        if not self.total or rejected <= SUSPICIOUS_SHARE * self.total:
             return None
         top = self.reasons.most_common(1)[0][0]
         return LIKELY_CAUSES.get(top, SETTINGS_CAUSE)

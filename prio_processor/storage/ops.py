@@ -114,7 +114,8 @@ def wait_for(
             return True
         report(
             f"waiting {delay:g}s for {target} "
-            f"(wait {attempt + 1} of {retry_limit + 1}: the first, then up to {retry_limit} retries)"
+            f"(wait {attempt + 1} of {retry_limit + 1}: the first, then up to {retry_limit} "
+            f"{'retry' if retry_limit == 1 else 'retries'})"
         )
         if poll is None or poll >= delay:
             sleep(delay)

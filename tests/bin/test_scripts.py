@@ -249,6 +249,7 @@ BAD_DATA_CONFIGS = {
     "huge n_data": '[{"batch_id": "a", "n_data": 1000000000}]',
     "not a list": '{"batch_id": "a", "n_data": 3}',
     "twice": '[{"batch_id": "a", "n_data": 3}, {"batch_id": "a", "n_data": 4}]',
+    "second entry": '[{"batch_id": "a", "n_data": 3}, {"batch_id": "b"}]',
 }
 
 
@@ -261,7 +262,10 @@ def test_bad_data_config_fails_at_once_in_one_line(tmp_path, name):
     code, log = _finish(deployment.process("A"), timeout=60)
     assert code == 2, log
     assert len(log.strip().splitlines()) == 1, log
-    assert "data-config.json" in log
+    # As every other line of the run: time, script and server first.
+    assert re.match(r"\[\d\d:\d\d:\d\d\] process A: DATA_CONFIG: .*data-config\.json", log), log
+    if name == "second entry":
+        assert "data-config.json entry 2: expected an object with exactly batch_id and n_data" in log
     assert "Traceback" not in log
     generated = subprocess.run([str(BIN / "generate")], env=deployment.admin, capture_output=True, text=True)
     assert generated.returncode == 2
@@ -440,8 +444,8 @@ def test_integrate_on_local_buckets_explains_the_planted_rejects():
         "process B: batch test-0: verify1: 0 errors out of 15 total",
         "verify2 rejected missing_peer_packet: 1 (rejected by the partner)",
         "verify2 rejected missing_own_packet: 1 (rejected here at an earlier stage)",
-        "process B: batch test-0: aggregate: server B, batch test-0: aggregate rejected missing_own_packet: 1 "
-        "(rejected here at an earlier stage)",
+        "process B: batch test-0: aggregate: server B, batch test-0: aggregate rejected "
+        "missing_own_packet: 1 (rejected here at an earlier stage)",
         "integrate: server A: batch test-0: 14 valid, 1 errors of 15 total (wrong_length: 1), published ",
         "integrate: server B: batch test-0: 14 valid, 1 errors of 15 total "
         "(missing_peer_packet: 1, rejected by the partner), published ",
@@ -457,9 +461,8 @@ def test_integrate_on_local_buckets_explains_the_planted_rejects():
     for line in result.stderr.splitlines():
         if " process " in line and "batch " not in line:
             # Lines about one stage of all batches name the stage; those about one batch name it.
-            assert any(
-                word in line for word in ("waiting", "shared", "took", "removed", "done", "summary: 3 batches")
-            ), line
+            words = ("waiting", "shared", "took", "removed", "done", "summary: 3 batches")
+            assert any(word in line for word in words), line
 
 
 @pytest.mark.slow
@@ -806,3 +809,132 @@ def test_env_and_key_files_stay_out_of_git_and_images():
     dockerignore = (ROOT / ".dockerignore").read_text().split()
     assert "**/.env" in dockerignore
     assert "**/*.key" in dockerignore
+
+
+# ------------------------------------------------------- failing fast and loud
+
+THREE_BATCHES = [
+    {"batch_id": "test-0", "n_data": 10},
+    {"batch_id": "test-1", "n_data": 4},
+    {"batch_id": "test-2", "n_data": 3},  # dropped by generate: skipped, not FAILED
+]
+
+
+def test_a_missing_bucket_fails_before_any_waiting(tmp_path):
+    deployment = Deployment(tmp_path)
+    deployment.generate()
+    deployment.bucket["b-shared"].rmdir()
+    deployment.server["A"].update(RETRY_LIMIT="30", RETRY_DELAY="10")
+    started = time.monotonic()
+    code, log = _finish(deployment.process("A"), timeout=120)
+    assert code == 2, log
+    assert time.monotonic() - started < 60  # no retry was waited out (the first alone is 10 s)
+    assert f"process A: check: bucket {deployment.bucket['b-shared']}: " in log
+    assert "does not exist" in log
+    assert "waiting" not in log
+
+
+def test_a_prefix_without_data_is_named_with_the_prefix_that_has_it(tmp_path):
+    """bin/generate writes under test-data/v1 by default, bin/process reads data/v1: both as the original."""
+    deployment = Deployment(tmp_path)
+    del deployment.admin["BUCKET_PREFIX"]
+    deployment.generate()
+    assert (deployment.bucket["a-private"] / "test-data/v1").is_dir()
+    for env in deployment.server.values():
+        del env["BUCKET_PREFIX"]
+    deployment.server["A"].update(RETRY_LIMIT="30", RETRY_DELAY="10")
+    key_b = deployment.keys["B"]["public_key"]
+    started = time.monotonic()
+    code, log = _finish(deployment.process("A"), timeout=120)
+    assert code == 2, log
+    assert time.monotonic() - started < 60
+    assert f"nothing at all under {deployment.bucket['a-private']}/data/v1/{key_b[:8]}…/test-app/" in log
+    assert "have data under another prefix: test-data/v1 (BUCKET_PREFIX?)" in log
+    assert key_b not in log  # keys show 8 digits in log lines ...
+    deployment.server["A"]["VERBOSE"] = "1"
+    code, log = _finish(deployment.process("A"), timeout=120)
+    assert code == 2
+    assert f"/data/v1/{key_b}/test-app/" in log  # ... unless VERBOSE=1
+
+
+def test_a_missing_date_under_an_existing_prefix_is_waited_for(tmp_path):
+    deployment = Deployment(tmp_path)
+    deployment.generate()
+    deployment.server["A"].update(SUBMISSION_DATE="2026-11-28", RETRY_LIMIT="1", RETRY_DELAY="0.1")
+    code, log = _finish(deployment.process("A"))
+    assert code == 1, log
+    assert "2026-11-28/raw/shares/_SUCCESS (wait 1 of 2: the first, then up to 1 retry)" in log
+    assert "Reached the maximum number of retries" in log
+
+
+def _summary(log: str, server: str) -> list[str]:
+    prefix = f"process {server}: summary: "
+    return [line.split(prefix, 1)[1] for line in log.splitlines() if prefix in line]
+
+
+@pytest.mark.slow
+def test_a_batch_with_no_valid_client_fails_the_run_after_the_other_batches(tmp_path):
+    """Server A gets server B's shares for test-1 (as with a wrong private key): both servers reject
+    every client of test-1, publish test-0 as usual, and exit 3 with test-1 FAILED in the summary."""
+    deployment = Deployment(tmp_path, n_rows=6, batches=THREE_BATCHES)
+    deployment.generate()
+    raw_a = deployment.data_root("A") / "raw/shares/batch_id=test-1"
+    raw_b = deployment.data_root("B") / "raw/shares/batch_id=test-1"
+    for part in raw_a.iterdir():
+        part.unlink()
+    for part in raw_b.iterdir():
+        (raw_a / part.name).write_bytes(part.read_bytes())
+    a, b = deployment.process("A"), deployment.process("B")
+    (code_a, log_a), (code_b, log_b) = _finish(a), _finish(b)
+    assert (code_a, code_b) == (3, 3), log_a + log_b
+    key_b = deployment.keys["B"]["public_key"]
+    published_a = str(deployment.published("A") / "batch_id=test-0/publish.ndjson")
+    published_a = published_a.replace(key_b, f"{key_b[:8]}…")  # keys show 8 digits in log lines
+    summary_a = _summary(log_a, "A")
+    assert summary_a[0] == (
+        f"batch test-0: 5 valid, 1 errors of 6 total (wrong_length: 1), published {published_a}"
+    )
+    assert summary_a[1].startswith("batch test-1: FAILED: 0 valid, 6 errors of 6 total (decrypt_failed: 6)")
+    assert summary_a[2].startswith("batch test-1: likely cause: the shares were encrypted to another key")
+    assert summary_a[3:] == [
+        "batch test-2: skipped, no data",
+        "3 batches: 1 published, 1 FAILED, 1 skipped for lack of data (exit status 3)",
+    ]
+    summary_b = _summary(log_b, "B")
+    assert summary_b[1].startswith(
+        "batch test-1: FAILED: 0 valid, 6 errors of 6 total (missing_peer_packet: 6, rejected by the partner)"
+    )
+    assert summary_b[2].startswith("batch test-1: likely cause: the partner rejected these clients")
+    assert deployment.published_record("A")["total"] == 6
+
+
+@pytest.mark.slow
+def test_a_refused_publish_fails_its_batch_and_the_run_goes_on(tmp_path):
+    """publish exits 2 when it refuses (too many errors, say): that batch is FAILED, the next one is
+    published, and the run exits 3. A `prio` in front of the real one refuses test-0 for server A."""
+    deployment = Deployment(tmp_path, n_rows=6, batches=THREE_BATCHES)
+    deployment.generate()
+    front = tmp_path / "front"
+    front.mkdir()
+    (front / "prio").write_text(
+        "#!/usr/bin/env bash\n"
+        'if [[ $1 == publish && " $* " == *" --batch-id test-0 "* ]]; then\n'
+        '    echo "Error: server A, batch test-0: refusing to publish: planted by the test" >&2\n'
+        "    exit 2\n"
+        "fi\n"
+        f'exec {VENV_BIN / "prio"} "$@"\n'
+    )
+    (front / "prio").chmod(0o755)
+    env = deployment.server["A"]
+    env["PATH"] = f"{front}{os.pathsep}{env['PATH']}"
+    a, b = deployment.process("A"), deployment.process("B")
+    (code_a, log_a), (code_b, log_b) = _finish(a), _finish(b)
+    assert (code_a, code_b) == (3, 0), log_a + log_b
+    assert "process A: batch test-0: publish refused: FAILED, going on with the other batches" in log_a
+    summary = _summary(log_a, "A")
+    assert summary[0] == (
+        "batch test-0: FAILED: nothing published (see the publish lines above), 6 total, rejected wrong_length: 1"
+    )
+    assert summary[1].startswith("batch test-1: 5 valid, 1 errors of 6 total")
+    assert (deployment.published("A") / "batch_id=test-1/publish.ndjson").is_file()
+    assert not (deployment.published("A") / "batch_id=test-0").exists()

@@ -40,3 +40,14 @@ def test_a_marker_of_other_inputs_is_not_taken_between_looks(tmp_path):
 
     found = ops.wait_for(location(marker), 3, 0.2, 1.0, sleep=sleep, stamp="batch=5", poll=0.05)
     assert found and slept == [0.05] * 4
+
+
+def test_retry_limit_words_count_the_waits():
+    """RETRY_LIMIT=3 waits 4 times, as the original: the words say so (they said `attempt 1 of 4`)."""
+    reports: list[str] = []
+    marker = location("/nonexistent/_SUCCESS")
+    found = ops.wait_for(marker, 3, 0.0, 2.0, sleep=lambda _: None, report=reports.append)
+    assert not found
+    assert [r.rsplit("(", 1)[1] for r in reports] == [
+        f"wait {n} of 4: the first, then up to 3 retries)" for n in range(1, 5)
+    ]
