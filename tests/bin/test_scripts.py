@@ -933,7 +933,8 @@ def test_a_refused_publish_fails_its_batch_and_the_run_goes_on(tmp_path):
     assert "process A: batch test-0: publish refused: FAILED, going on with the other batches" in log_a
     summary = _summary(log_a, "A")
     assert summary[0] == (
-        "batch test-0: FAILED: nothing published (see the publish lines above), 6 total, rejected wrong_length: 1"
+        "batch test-0: FAILED: nothing published (see the publish lines above), 6 total, "
+        "rejected wrong_length: 1"
     )
     assert summary[1].startswith("batch test-1: 5 valid, 1 errors of 6 total")
     assert (deployment.published("A") / "batch_id=test-1/publish.ndjson").is_file()
