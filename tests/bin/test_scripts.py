@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -939,3 +940,46 @@ def test_a_refused_publish_fails_its_batch_and_the_run_goes_on(tmp_path):
     assert summary[1].startswith("batch test-1: 5 valid, 1 errors of 6 total")
     assert (deployment.published("A") / "batch_id=test-1/publish.ndjson").is_file()
     assert not (deployment.published("A") / "batch_id=test-0").exists()
+
+
+# ------------------------------------------------------ a new operator's first steps
+
+
+def test_scripts_find_the_projects_venv_when_prio_is_not_on_path(tmp_path):
+    """From a clone, without activating anything: bin/* use the project's .venv (prio: command not found)."""
+    clone = tmp_path / "clone"
+    clone.mkdir()
+    shutil.copytree(BIN, clone / "bin")
+    deployment = Deployment(tmp_path / "deployment")
+    env = {**deployment.admin, "PATH": "/usr/bin:/bin"}
+    bare = subprocess.run([str(clone / "bin/generate")], env=env, capture_output=True, text=True, timeout=120)
+    assert bare.returncode != 0
+    assert "prio is not installed: run `make setup` in the project (it makes .venv)" in bare.stderr
+    (clone / ".venv").symlink_to(VENV_BIN.parent)
+    found = subprocess.run(
+        [str(clone / "bin/generate")], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert found.returncode == 0, found.stderr
+    assert _data_files(deployment.data_root("A") / "raw/shares")
+
+
+def test_setup_says_what_it_installs():
+    recipe = subprocess.run(
+        ["make", "-n", "-B", "setup", "VENV=/nonexistent-venv"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert recipe.returncode == 0, recipe.stderr
+    install = [line for line in recipe.stdout.splitlines() if "-r requirements.txt" in line]
+    assert install and " -q" not in install[0]  # pip names each package (a silent minutes-long -q before)
+    assert 'echo "Installing the locked requirements' in recipe.stdout
+
+
+def test_help_warns_about_mixed_evaluation_points():
+    verify1 = subprocess.run([str(VENV_BIN / "prio"), "verify1", "--help"], capture_output=True, text=True)
+    text = " ".join(verify1.stdout.split())
+    assert "default: sequential" in text
+    assert "bin/process and prio-spark use fixed, this command alone sequential" in text
+    process = subprocess.run(
+        [str(BIN / "process"), "--help"], env=script_env(), capture_output=True, text=True
+    )
+    assert "Both servers must use the same EVALUATION_POINT: bin/process defaults to" in process.stdout
+    assert "`prio verify1`/`verify2` run by hand to sequential" in process.stdout
