@@ -61,6 +61,7 @@ SCRIPT_VARIABLES = frozenset(
         "ENGINE",
         "WORKERS",
         "VERBOSE",
+        "PROGRESS_INTERVAL",
         "REJECTS",
         "CACHE",
         "STORAGE_EMULATOR_HOST",
