@@ -127,15 +127,19 @@ def _rejects(folder: Location) -> list[dict | object]:
     return list(read_all(child for child in folder.children() if is_part_name(child.name)))
 
 
-def _published(folder: Location) -> dict | None:
-    target = folder.join(PUBLISHED_NAME)
-    if not target.is_file():
+def _published(folder: Location) -> tuple[Location, dict] | None:
+    """The published record and its file: publish.ndjson from prio, a part file from prio-spark."""
+    if not folder.is_dir():
         return None
+    files = [child for child in folder.children() if is_part_name(child.name)]
+    if not files:
+        return None
+    target = next((f for f in files if f.name == PUBLISHED_NAME), files[0])
     try:
         record = json.loads(target.read_bytes())
     except ValueError as exc:
         raise StorageError(f"{target} is not a published record: {exc}") from None
-    return record if isinstance(record, dict) else None
+    return (target, record) if isinstance(record, dict) else None
 
 
 def summarize(
@@ -152,10 +156,10 @@ def summarize(
         summary = BatchSummary(batch.batch_id, had_data=raw.join(folder).has_data())
         if summary.had_data:
             summary.reasons = first_reasons(_rejects(rejects.join(stage, folder)) for stage in STAGES)
-            record = _published(published.join(folder))
+            found = _published(published.join(folder))
             summary.total = totals.get(batch.batch_id)
-            if record is not None:
-                summary.published = published.join(folder, PUBLISHED_NAME)
+            if found is not None:
+                summary.published, record = found
                 summary.total = int(record.get("total", 0))
                 summary.errors = int(record.get("error", 0))
         summaries.append(summary)

@@ -72,7 +72,10 @@ class Steady:
 
     def _run(self) -> None:
         while not self._stop.wait(self._every):
-            line = self._describe(time.monotonic() - self.started)
+            try:
+                line = self._describe(time.monotonic() - self.started)
+            except Exception:  # a progress line is never worth a traceback: the next one may do
+                continue
             if line:
                 self._write(line)
                 self.lines += 1
