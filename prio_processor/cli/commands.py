@@ -40,7 +40,8 @@ _LIKELY_CAUSES = {
     "wrong_batch_id": "the clients used another batch id: check --batch-id",
     "wrong_server": "these are the other server's shares: check --server-id and the input",
     "wrong_length": "the clients used another vector length: check --n-data",
-    "missing_peer_packet": "the partner's files are of another batch or incomplete",
+    "missing_peer_packet": "the partner rejected these clients (see its log: a wrong key there, say), "
+    "or its files are of another batch or incomplete",
     "missing_own_packet": "--input-internal is of another batch or incomplete",
 }
 _SETTINGS_CAUSE = (

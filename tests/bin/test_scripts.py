@@ -906,6 +906,8 @@ def test_a_batch_with_no_valid_client_fails_the_run_after_the_other_batches(tmp_
         "batch test-1: FAILED: 0 valid, 6 errors of 6 total (missing_peer_packet: 6, rejected by the partner)"
     )
     assert summary_b[2].startswith("batch test-1: likely cause: the partner rejected these clients")
+    # B's verify2 line says so too (it said only: the partner's files are of another batch or incomplete).
+    assert "verify2 (6 of 6, mostly missing_peer_packet): the partner rejected these clients" in log_b
     assert deployment.published_record("A")["total"] == 6
 
 
