@@ -985,3 +985,11 @@ def test_help_warns_about_mixed_evaluation_points():
     )
     assert "Both servers must use the same EVALUATION_POINT: bin/process defaults to" in process.stdout
     assert "`prio verify1`/`verify2` run by hand to sequential" in process.stdout
+
+
+def test_keep_is_explained_and_data_config_is_a_file_in_the_readme():
+    for script in ("integrate", "integrate-firefox"):
+        usage = subprocess.run([BIN / script, "--help"], env=script_env(), capture_output=True, text=True)
+        assert "deleted at the end; --keep keeps" in " ".join(usage.stdout.split()), usage.stdout
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert "`DATA_CONFIG` (the path of a JSON file, local or `gs://`, holding a list of" in readme
