@@ -143,12 +143,13 @@ def bucket_problem(bucket: Location) -> str | None:
 
 
 def data_prefixes(
-    bucket: Location, tail: tuple[str, ...], max_depth: int = 4, max_listings: int = 200
+    bucket: Location, tail: tuple[str, ...], max_depth: int = 4, max_listings: int = 100
 ) -> list[str]:
     """The prefixes P (up to `max_depth` folders deep) under which `bucket`/P/`tail` holds files.
 
-    Breadth first, one listing per folder, at most `max_listings` listings: a quick look for
-    where the data went when the configured prefix holds none, not a scan of the bucket.
+    Breadth first, one listing per folder, at most `max_listings` listings, never below a
+    folder named `tail[0]` (the partner key, where the data itself lies): a quick look for where
+    the data went when the configured prefix holds none, not a scan of the bucket.
     """
     found: list[str] = []
     level = [""]
@@ -163,6 +164,10 @@ def data_prefixes(
             listings += 1
             if prefix and tail[0] in names and folder.join(*tail).is_dir():
                 found.append(prefix)
-            below.extend(f"{prefix}/{name}" if prefix else name for name in names if not is_hidden(name))
+            below.extend(
+                f"{prefix}/{name}" if prefix else name
+                for name in names
+                if not is_hidden(name) and name != tail[0]
+            )
         level = below
     return found

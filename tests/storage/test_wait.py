@@ -51,3 +51,18 @@ def test_retry_limit_words_count_the_waits():
     assert [r.rsplit("(", 1)[1] for r in reports] == [
         f"wait {n} of 4: the first, then up to 3 retries)" for n in range(1, 5)
     ]
+
+
+def test_data_prefixes_names_where_the_data_went_with_a_bounded_look(tmp_path):
+    key = "AB" * 32
+    for folder in (
+        f"test-data/v1/{key}/app/2026-11-27/raw",
+        f"data/v2/{key}/other-app/2026-11-27",
+        f"a/b/c/d/e/{key}/app/2026-11-27",  # deeper than a prefix is looked for
+        f"x/{key}/y/{key}/app",  # nothing is looked for below the key itself
+    ):
+        (tmp_path / folder).mkdir(parents=True)
+    assert ops.data_prefixes(location(tmp_path), (key, "app")) == ["test-data/v1"]
+    assert ops.data_prefixes(location(tmp_path), (key, "app"), max_listings=2) == []
+    assert ops.bucket_problem(location(tmp_path)) is None
+    assert ops.bucket_problem(location(tmp_path / "nope")) == f"{tmp_path / 'nope'} does not exist"
