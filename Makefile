@@ -10,8 +10,9 @@ FAST := not slow and not spark and not browser
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
+	@echo "Installing the locked requirements into $(VENV) (minutes on a cold pip cache), each named as it comes:"
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q -r requirements.txt -r requirements-dev.txt
+	$(BIN)/pip install --progress-bar off -r requirements.txt -r requirements-dev.txt
 	$(BIN)/pip install -q --no-deps -e .
 	touch $@
 

@@ -4,11 +4,29 @@
 
 script_name=${0##*/}
 
+# The project's own .venv when `prio` is not on PATH: the scripts run from a clone as they are.
+if ! command -v prio >/dev/null && [[ -x ${BASH_SOURCE[0]%/*}/../.venv/bin/prio ]]; then
+    PATH="$(cd "${BASH_SOURCE[0]%/*}/../.venv/bin" && pwd):$PATH"
+fi
+if ! command -v prio >/dev/null; then
+    prio() {
+        log "prio is not installed: run \`make setup\` in the project (it makes .venv), or pip install it"
+        return 127
+    }
+fi
+
 # ---------------------------------------------------------------- logging
 
-# log MESSAGE...: one line on stderr naming the script and server (no forks).
+# log MESSAGE...: one line on stderr naming the script and server (no forks). Keys (64 hex
+# digits, in every bucket path) show their first 8 digits, unless VERBOSE=1.
 log() {
-    TZ=UTC printf '[%(%H:%M:%S)T] %s%s: %s\n' -1 "$script_name" "${SERVER_ID:+ $SERVER_ID}" "$*" >&2
+    local message="$*"
+    if [[ ${VERBOSE:-} != 1 ]]; then
+        while [[ $message =~ ([0-9A-Fa-f]{8})[0-9A-Fa-f]{56} ]]; do
+            message=${message/"${BASH_REMATCH[0]}"/"${BASH_REMATCH[1]}…"}
+        done
+    fi
+    TZ=UTC printf '[%(%H:%M:%S)T] %s%s: %s\n' -1 "$script_name" "${SERVER_ID:+ $SERVER_ID}" "$message" >&2
 }
 
 # log_batch BATCH_ID MESSAGE...
@@ -34,6 +52,12 @@ prefixed() {
         log "${label}: ${line}"
     done
     return "${PIPESTATUS[0]}"
+}
+
+# without_stdout COMMAND...: COMMAND with its stdout discarded (for `prefixed`, which logs
+# what COMMAND prints on stderr).
+without_stdout() {
+    "$@" >/dev/null
 }
 
 # timed LABEL COMMAND...: run COMMAND and log how long it took.

@@ -59,7 +59,7 @@ def parse(text: bytes, source: str) -> list[Batch]:
     if not isinstance(entries, list) or not entries:
         raise DataConfigError(f"{source} must be a non-empty JSON list of {{batch_id, n_data}} objects")
     batches = []
-    for index, entry in enumerate(entries):
+    for index, entry in enumerate(entries, start=1):  # as a person counts them
         if not isinstance(entry, dict) or set(entry) != {"batch_id", "n_data"}:
             raise DataConfigError(
                 f"{source} entry {index}: expected an object with exactly batch_id and n_data"

@@ -6,11 +6,14 @@ import base64
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -75,6 +78,8 @@ SCRIPT_VARIABLES = frozenset(
         "EVALUATION_POINT",
         "ENGINE",
         "WORKERS",
+        "VERBOSE",
+        "PROGRESS_INTERVAL",
         "REJECTS",
         "CACHE",
         "STORAGE_EMULATOR_HOST",
@@ -97,9 +102,63 @@ def script_env(**extra: str) -> dict[str, str]:
     return env
 
 
+#: A command that prints nothing for this long has stalled: long stages print a progress line every
+#: PROGRESS_INTERVAL seconds (10), and starting a JVM on a loaded 2-core machine takes minutes.
+SILENCE_LIMIT = 600.0
+
+
+def run_watched(
+    args: list[str], env: dict[str, str], silence_limit: float = SILENCE_LIMIT, **popen: Any
+) -> subprocess.CompletedProcess:
+    """Run a command to its end as long as it keeps printing (on stdout or stderr): the deadline
+    follows its progress instead of a fixed total that a slow but correct run can exceed."""
+    proc = subprocess.Popen(
+        args,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        **popen,
+    )
+    last = [time.monotonic()]
+    outputs: dict[str, list[str]] = {"stdout": [], "stderr": []}
+
+    def pump(stream: Any, lines: list[str]) -> None:
+        for line in stream:
+            lines.append(line)
+            last[0] = time.monotonic()
+
+    pumps = [
+        threading.Thread(target=pump, args=(proc.stdout, outputs["stdout"]), daemon=True),
+        threading.Thread(target=pump, args=(proc.stderr, outputs["stderr"]), daemon=True),
+    ]
+    for thread in pumps:
+        thread.start()
+    try:
+        while proc.poll() is None:
+            if time.monotonic() - last[0] > silence_limit:
+                raise AssertionError(
+                    f"{args[0]} printed nothing for {silence_limit:.0f}s; its log:\n"
+                    + "".join(outputs["stderr"])[-4000:]
+                )
+            time.sleep(0.5)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        for thread in pumps:
+            thread.join(timeout=10)
+    return subprocess.CompletedProcess(
+        args, proc.returncode, "".join(outputs["stdout"]), "".join(outputs["stderr"])
+    )
+
+
 def prio_output(*args: str) -> str:
     """What the venv's `prio` prints on stdout for `args` (it must succeed)."""
     return subprocess.run([str(VENV_BIN / "prio"), *args], check=True, capture_output=True, text=True).stdout
+
+
 # Each server stage and the stage whose packets it joins.
 VERIFY_CHAIN = (("verify1", None), ("verify2", "verify1"), ("aggregate", "verify2"))
 

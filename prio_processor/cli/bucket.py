@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from ..storage import StorageError, location, ops
+from ..storage import Location, StorageError, location, ops
 from ..storage.locations import LocalLocation
 from .base import ConfigError
 from .base import storage_errors as _storage_errors
@@ -199,3 +199,46 @@ def lock(path: str, owner: str, ttl: float) -> None:
             held.release()
         except StorageError as exc:
             click.echo(f"{owner}: could not release the lock {where.uri}: {exc}", err=True)
+
+
+@bucket.command()
+@click.argument("buckets", metavar="BUCKET...", nargs=-1, required=True)
+@click.option(
+    "--data",
+    "data",
+    nargs=2,
+    metavar="PREFIX TAIL",
+    default=None,
+    help="Also require files under FIRST-BUCKET/PREFIX/TAIL (TAIL: <partner key>/APP_NAME); if there are "
+    "none, name the prefixes of the first bucket that do hold TAIL.",
+)
+def check(buckets: tuple[str, ...], data: tuple[str, str] | None) -> None:
+    """Exit 2 at once, naming every problem, unless each BUCKET exists and can be read.
+
+    For bin/process, before it waits for anything: a mistyped bucket or prefix
+    never arrives, however long one waits.
+    """
+    problems = [
+        f"bucket {path}: {problem}"
+        for path in buckets
+        if (problem := ops.bucket_problem(location(path))) is not None
+    ]
+    if data is not None and not problems:
+        prefix, tail = (part.strip("/") for part in data)
+        root = location(buckets[0])
+        with _storage_errors():
+            if not root.join(*prefix.split("/"), *tail.split("/")).is_dir():
+                problems.append(_no_data(buckets[0], root, prefix, tail))
+    for problem in problems:
+        click.echo(problem, err=True)
+    if problems:
+        sys.exit(2)
+
+
+def _no_data(bucket_path: str, root: Location, prefix: str, tail: str) -> str:
+    message = f"nothing at all under {bucket_path.rstrip('/')}/{prefix}/{tail}/"
+    others = [p for p in ops.data_prefixes(root, tuple(tail.split("/"))) if p != prefix]
+    if others:
+        hint = ", ".join(others)
+        return f"{message}; this partner key and app have data under another prefix: {hint} (BUCKET_PREFIX?)"
+    return f"{message}: check BUCKET_PREFIX, APP_NAME and PUBLIC_KEY_HEX_EXTERNAL"

@@ -26,8 +26,8 @@ from ..pipeline import runner
 from ..pipeline.errors import InputError, PublishError, SettingsMismatch
 from ..pipeline.tally import Tally
 from ..pipeline.workers import default_workers
-from ..storage import StorageError, location
-from . import options
+from ..storage import Location, StorageError, location
+from . import options, progress
 from .base import ConfigError
 from .main import entry_point
 from .options import ServerOptions
@@ -40,7 +40,8 @@ _LIKELY_CAUSES = {
     "wrong_batch_id": "the clients used another batch id: check --batch-id",
     "wrong_server": "these are the other server's shares: check --server-id and the input",
     "wrong_length": "the clients used another vector length: check --n-data",
-    "missing_peer_packet": "the partner's files are of another batch or incomplete",
+    "missing_peer_packet": "the partner rejected these clients (see its log: a wrong key there, say), "
+    "or its files are of another batch or incomplete",
     "missing_own_packet": "--input-internal is of another batch or incomplete",
 }
 _SETTINGS_CAUSE = (
@@ -59,11 +60,21 @@ def _no_length() -> Iterator[None]:
 
 
 class _Progress:
-    """A record counter on stderr, only on a terminal (and not in CI)."""
+    """A record counter on stderr: a live one on a terminal (not in CI), else a line at a
+    steady pace (see cli/progress.py) with the total of a local --input."""
 
-    def __init__(self, stage: str, label: str) -> None:
+    def __init__(self, stage: str, label: str, source: Location | None = None) -> None:
         self._bar: Any = None
-        if sys.stderr.isatty() and not os.environ.get("CI"):
+        self._steady: progress.Steady | None = None
+        self._counter: progress.RecordCounter | None = None
+        if not (sys.stderr.isatty() and not os.environ.get("CI")):
+            every = progress.interval()
+            if every > 0:
+                self._counter = progress.RecordCounter(
+                    f"{label}: {stage}", lambda: progress.local_line_count(source)
+                )
+                self._steady = progress.Steady(self._counter.describe, every)
+        else:
             self._bar = click.progressbar(
                 _no_length(),  # a counter, not a bar
                 length=None,
@@ -74,12 +85,17 @@ class _Progress:
             )
 
     def __enter__(self) -> Callable[[int], None]:
+        if self._steady is not None and self._counter is not None:
+            self._steady.__enter__()
+            return self._counter.add
         if self._bar is None:
             return lambda count: None
         self._bar.__enter__()
         return self._bar.update
 
     def __exit__(self, *exc: Any) -> None:
+        if self._steady is not None:
+            self._steady.__exit__(*exc)
         if self._bar is not None:
             self._bar.__exit__(*exc)
 
@@ -161,7 +177,7 @@ def encode_shares(**params: Any) -> None:
     )
     label = f"batch {params['batch_id'].decode('utf-8', 'replace')}"
     client = Client(config, PrgKeying(params["prg_keying"]))
-    with stage_errors(label), _Progress("encode-shares", label) as progress:
+    with stage_errors(label), _Progress("encode-shares", label, location(params["input_"])) as counter:
         tally, _ = runner.run_stage(
             "encode-shares",
             client,
@@ -170,7 +186,7 @@ def encode_shares(**params: Any) -> None:
             options.optional_location(params["rejects"]),
             output_b=location(params["output_b"]),
             prec=params["prec"],
-            progress=progress,
+            progress=counter,
         )
     warn(
         label, f"encode-shares: {tally.summary()}" + (f" ({tally.breakdown()})" if tally.breakdown() else "")
@@ -182,7 +198,8 @@ def _run_server_stage(stage: str, params: dict[str, Any], inputs: runner.Inputs)
     opts = ServerOptions.from_params(params)
     server = _server(params, opts)
     schedule = Schedule(params.get("evaluation_point") or Schedule.SEQUENTIAL)
-    with stage_errors(opts.label), _Progress(stage, opts.label) as progress:
+    source = location(params["input_"])
+    with stage_errors(opts.label), _Progress(stage, opts.label, source) as counter:
         tally, _ = runner.run_stage(
             stage,
             server,
@@ -190,7 +207,7 @@ def _run_server_stage(stage: str, params: dict[str, Any], inputs: runner.Inputs)
             location(params["output"]),
             options.optional_location(params["rejects"]),
             schedule=schedule,
-            progress=progress,
+            progress=counter,
             workers=params.get("workers") or default_workers(),
             cache=options.optional_location(params.get("cache")),
             notice=lambda message: warn(opts.label, f"{stage}: {message}"),

@@ -32,6 +32,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Storage operations on local folders, gs:// and s3:// buckets, for the bin/ scripts.",
     ),
     "batches": ("prio_processor.cli.integration:batches", 'Print "<batch_id> <n_data>" for every batch.'),
+    "summary": (
+        "prio_processor.cli.summary:summary_command",
+        "Print what a server's run did, batch by batch.",
+    ),
     "integration": (
         "prio_processor.cli.integration:integration_group",
         "Deterministic test data for both servers, and the check of what they published.",

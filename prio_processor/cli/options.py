@@ -352,7 +352,10 @@ evaluation_point = click.option(
         "Which random point verifies each packet; both servers must agree. 'sequential' "
         "is the original command line: each packet that opens draws the next point, so a "
         "packet that fails at one server only shifts every later point. 'fixed' is the "
-        "original Spark pipeline: every packet uses the first draw, robust to such packets."
+        "original Spark pipeline: every packet uses the first draw, robust to such packets. "
+        "Careful when mixing: bin/process and prio-spark use fixed, this command alone "
+        "sequential; a server run by hand against one run by bin/process needs "
+        "--evaluation-point fixed, or every proof fails (invalid_proof)."
     ),
 )
 

@@ -33,6 +33,14 @@ class RejectReason(enum.StrEnum):
     INVALID_PROOF = "invalid_proof"
 
 
+#: What a reason means in a server run, where its name alone misleads: a client rejected at one
+#: stage is missing from the packets of every later one.
+REASON_NOTES = {
+    RejectReason.MISSING_OWN_PACKET.value: "rejected here at an earlier stage",
+    RejectReason.MISSING_PEER_PACKET.value: "rejected by the partner",
+}
+
+
 class RecordError(Exception):
     """A record the stage cannot use; counted and listed, never fatal to the batch."""
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..engine.errors import Reason
-from .errors import RejectReason
+from .errors import REASON_NOTES, RejectReason
 
 #: Where a stage's rejects go, as {id, reason, detail} (never a payload).
 RejectSink = Callable[[dict[str, Any]], None]
@@ -48,7 +48,10 @@ class Tally:
 
     def breakdown(self) -> str:
         """Errors by reason, and unusable side lines: what the count line does not say."""
-        parts = [f"{reason}: {count}" for reason, count in sorted(self.reasons.items())]
+        parts = [
+            f"{reason}: {count}" + (f" ({REASON_NOTES[reason]})" if reason in REASON_NOTES else "")
+            for reason, count in sorted(self.reasons.items())
+        ]
         if self.skipped:
             parts.append(f"{self.skipped} unusable lines in verification packet files")
         return ", ".join(parts)

@@ -23,7 +23,7 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 
 from .. import dataconfig, integration
-from ..cli import options
+from ..cli import options, progress
 from ..cli.base import ConfigError
 from ..cli.commands import report, stage_errors, warn
 from ..cli.options import ServerOptions
@@ -36,7 +36,7 @@ from ..pipeline.tally import RejectSink
 from ..storage import StorageError, location
 from . import adapter, jobs
 from .adapter import SCHEDULE, ClientSpec, IntegrationRow, ServerSpec
-from .session import get_session
+from .session import get_session, progress_line
 
 evaluation_point = click.option(
     "--evaluation-point",
@@ -113,12 +113,17 @@ def _rejects(rejects: str | None, stage: str, server_id: str | None, *outputs: s
 StageResult = Callable[[SparkSession, ServerSpec], DataFrame]
 
 
+def _progress(label: str, stage: str) -> progress.Steady:
+    """A line every PROGRESS_INTERVAL seconds while Spark starts and runs the stage's jobs."""
+    return progress.Steady(progress_line(f"{label}: {stage}"), progress.interval())
+
+
 def _run_server_stage(ctx: _Context, stage: str, params: dict[str, Any], plan: StageResult) -> None:
     click.echo(f"Running {stage}")
     opts = ServerOptions.from_params(params)
     spec = _server_spec(params, opts)
     with stage_errors(opts.label), _rejects(params["rejects"], stage, opts.server_id,
-                                             params["output"]) as sink:
+                                             params["output"]) as sink, _progress(opts.label, stage):
         spark = ctx.session(stage)
         with _persisted(plan(spark, spec)) as result:
             counts = jobs.counts(result)
@@ -208,7 +213,8 @@ def publish(ctx: _Context, **params: Any) -> None:
     click.echo("Running publish")
     opts = ServerOptions.from_params(params)
     # Publish refuses bad aggregates instead of rejecting records: its rejects list stays empty.
-    with stage_errors(opts.label), _rejects(params["rejects"], "publish", opts.server_id, params["output"]):
+    with stage_errors(opts.label), _rejects(params["rejects"], "publish", opts.server_id, params["output"]), \
+            _progress(opts.label, "publish"):
         spark = ctx.session("publish")
         internal, external = (adapter.parse_lines(jobs.collect_lines(spark, params[f"input_{side}"],
                                                                      f"--input-{side}"))

@@ -135,6 +135,11 @@ class Location:
         """(relative name, file) for every file below this folder."""
         raise NotImplementedError
 
+    def folders(self) -> list[str]:
+        """Names of the folders directly inside this one, sorted (a listing of every file below it,
+        unless the subclass can list one level)."""
+        return sorted({name.split("/", 1)[0] for name, _ in self.walk() if "/" in name})
+
     def open_read(self) -> IO[bytes]:
         raise NotImplementedError
 
@@ -211,6 +216,12 @@ class LocalLocation(Location):
         except OSError as exc:
             raise StorageError(f"cannot list {self.uri}: {exc.strerror}") from None
         return [LocalLocation(p) for p in entries if p.is_file()]
+
+    def folders(self) -> list[str]:
+        try:
+            return sorted(p.name for p in self.path.iterdir() if p.is_dir())
+        except OSError as exc:
+            raise StorageError(f"cannot list {self.uri}: {exc.strerror}") from None
 
     def walk(self) -> list[tuple[str, Location]]:
         if not self.path.is_dir():
@@ -472,6 +483,17 @@ class GcsLocation(Location):
             return sorted(b.name for b in blobs if b.name != prefix)
 
         return [GcsLocation(self.bucket_name, name) for name in _gcs_call(f"cannot list {self.uri}", names)]
+
+    def folders(self) -> list[str]:
+        prefix = self._prefix()
+
+        def names() -> list[str]:
+            blobs = _gcs_client().list_blobs(self.bucket_name, prefix=prefix, delimiter="/")
+            for _ in blobs:  # the prefixes are known once every page was read
+                pass
+            return sorted(p[len(prefix) :].rstrip("/") for p in blobs.prefixes)
+
+        return list(_gcs_call(f"cannot list {self.uri}", names))
 
     def walk(self) -> list[tuple[str, Location]]:
         prefix = self._prefix()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from .locations import Location, StorageError, is_hidden
+from .locations import LocalLocation, Location, StorageError, is_hidden
 
 SUCCESS_MARKER = "_SUCCESS"
 
@@ -113,7 +113,11 @@ def wait_for(
     for attempt in range(retry_limit + 1):
         if _marker_ready(target, stamp, report):
             return True
-        report(f"waiting {delay:g}s for {target} (attempt {attempt + 1} of {retry_limit + 1})")
+        report(
+            f"waiting {delay:g}s for {target} "
+            f"(wait {attempt + 1} of {retry_limit + 1}: the first, then up to {retry_limit} "
+            f"{'retry' if retry_limit == 1 else 'retries'})"
+        )
         if poll is None or poll >= delay:
             sleep(delay)
         else:
@@ -124,3 +128,47 @@ def wait_for(
                     return True
         delay *= backoff
     return _marker_ready(target, stamp, report)
+
+
+def bucket_problem(bucket: Location) -> str | None:
+    """Why `bucket` (a gs:// bucket or a local folder) cannot be read, or None when it can."""
+    try:
+        found = bucket.is_dir() or bucket.is_file()
+        if found or not isinstance(bucket, LocalLocation):
+            # A cloud bucket answers a listing (empty or not) only if it exists and may be read.
+            bucket.folders()
+            return None
+    except StorageError as exc:
+        return str(exc)
+    return f"{bucket} does not exist"
+
+
+def data_prefixes(
+    bucket: Location, tail: tuple[str, ...], max_depth: int = 4, max_listings: int = 100
+) -> list[str]:
+    """The prefixes P (up to `max_depth` folders deep) under which `bucket`/P/`tail` holds files.
+
+    Breadth first, one listing per folder, at most `max_listings` listings, never below a
+    folder named `tail[0]` (the partner key, where the data itself lies): a quick look for where
+    the data went when the configured prefix holds none, not a scan of the bucket.
+    """
+    found: list[str] = []
+    level = [""]
+    listings = 0
+    for _ in range(max_depth + 1):
+        below: list[str] = []
+        for prefix in level:
+            if listings >= max_listings:
+                return found
+            folder = bucket.join(*prefix.split("/")) if prefix else bucket
+            names = folder.folders()
+            listings += 1
+            if prefix and tail[0] in names and folder.join(*tail).is_dir():
+                found.append(prefix)
+            below.extend(
+                f"{prefix}/{name}" if prefix else name
+                for name in names
+                if not is_hidden(name) and name != tail[0]
+            )
+        level = below
+    return found

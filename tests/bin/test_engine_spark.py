@@ -13,7 +13,7 @@ import pytest
 from prio_processor import integration
 from prio_processor.dataconfig import Batch
 
-from tests_support import prio_output, script_env
+from tests_support import prio_output, run_watched, script_env
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = ROOT / "bin"
@@ -73,11 +73,12 @@ def test_integrate_on_spark_publishes_the_expected_counts(tmp_path):
     """Both servers' every stage as prio-spark jobs (local mode) against local folder buckets."""
     config = tmp_path / "data-config.json"
     config.write_text(json.dumps(BATCHES))
-    result = subprocess.run(
+    # No fixed deadline (900 s ran out under load): the run goes on as long as it logs, and every
+    # stage logs a progress line every PROGRESS_INTERVAL seconds, from the JVM's start on.
+    result = run_watched(
         [str(BIN / "integrate"), "--engine", "spark", "--data-config", str(config), "--n-rows", str(N_ROWS),
          "--n-drop-batch", "1", "--server-b-delay", "0", "--keep"],
-        env=script_env(TMPDIR=str(tmp_path), SPARK_MASTER="local[1]"), capture_output=True, text=True,
-        timeout=900)
+        env=script_env(TMPDIR=str(tmp_path), SPARK_MASTER="local[1]", PROGRESS_INTERVAL="10"))
     (tmp_path / "integrate.log").write_text(result.stderr)  # kept by pytest for a failed run
     assert result.returncode == 0, result.stderr[-4000:]
     expected = integration.expected_counts(Batch("test-0", 10), N_ROWS)
@@ -86,6 +87,14 @@ def test_integrate_on_spark_publishes_the_expected_counts(tmp_path):
     # Each server counted the n_data + 1 client: the line prio-spark prints, as prio, for bin/process.
     assert re.search(r"process A: batch test-0: verify1: 1 errors out of 8 total", result.stderr)
     assert "batch test-1: verify1: data for test-1 does not exist, skipping" in result.stderr
+    # Spark says what it does at a steady pace, without the JVM's noise.
+    assert re.search(r"process A: batch test-0: verify1: server A, batch test-0: verify1: "
+                     r"(starting Spark|\d+ of \d+ tasks of the running Spark stages done|Spark is planning)",
+                     result.stderr)
+    assert "NativeCodeLoader" not in result.stderr
+    # The summary finds prio-spark's published part file.
+    assert re.search(r"integrate: server A: batch test-0: 7 valid, 1 errors of 8 total \(wrong_length: 1\), "
+                     r"published .*/processed/publish/batch_id=test-0/part-[^/]*\.json\n", result.stderr)
 
     [work] = [Path(line.rsplit("kept ", 1)[1]) for line in result.stderr.splitlines() if ": kept " in line]
     try:

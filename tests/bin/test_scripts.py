@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import time
@@ -49,6 +51,8 @@ class Deployment:
             "RETRY_BACKOFF_EXPONENT": "2",
         }
         bucket = {name: root / name for name in ("a-private", "a-shared", "b-private", "b-shared")}
+        for folder in bucket.values():  # buckets exist before any server runs
+            folder.mkdir(exist_ok=True)
         self.bucket = bucket
         self.admin = script_env(
             **common,
@@ -248,6 +252,7 @@ BAD_DATA_CONFIGS = {
     "huge n_data": '[{"batch_id": "a", "n_data": 1000000000}]',
     "not a list": '{"batch_id": "a", "n_data": 3}',
     "twice": '[{"batch_id": "a", "n_data": 3}, {"batch_id": "a", "n_data": 4}]',
+    "second entry": '[{"batch_id": "a", "n_data": 3}, {"batch_id": "b"}]',
 }
 
 
@@ -260,7 +265,10 @@ def test_bad_data_config_fails_at_once_in_one_line(tmp_path, name):
     code, log = _finish(deployment.process("A"), timeout=60)
     assert code == 2, log
     assert len(log.strip().splitlines()) == 1, log
-    assert "data-config.json" in log
+    # As every other line of the run: time, script and server first.
+    assert re.match(r"\[\d\d:\d\d:\d\d\] process A: DATA_CONFIG: .*data-config\.json", log), log
+    if name == "second entry":
+        assert "data-config.json entry 2: expected an object with exactly batch_id and n_data" in log
     assert "Traceback" not in log
     generated = subprocess.run([str(BIN / "generate")], env=deployment.admin, capture_output=True, text=True)
     assert generated.returncode == 2
@@ -430,13 +438,34 @@ def test_integrate_on_local_buckets_explains_the_planted_rejects():
     assert "both servers published the expected counts" in result.stdout
     assert "batch test-0: [14, 0, 0, 14, 0, 14, 14, 0, 0, 14]" in result.stdout
     assert "using the cache" not in result.stderr  # verify2 and aggregate used verify1's cache
-    assert "one client encoded with n_data + 1 values: both servers reject it" in result.stderr
+    # The planted client's story, as the intro tells it, at every stage and in both summaries.
+    assert "server A rejects it at verify1 (wrong_length;" in result.stderr
+    assert "B at verify2 (missing_peer_packet: rejected by the partner)" in result.stderr
+    assert "later stages name it missing_own_packet (rejected here at an earlier stage)" in result.stderr
+    for line in (
+        "process A: batch test-0: verify1: server A, batch test-0: verify1 rejected wrong_length: 1",
+        "process B: batch test-0: verify1: 0 errors out of 15 total",
+        "verify2 rejected missing_peer_packet: 1 (rejected by the partner)",
+        "verify2 rejected missing_own_packet: 1 (rejected here at an earlier stage)",
+        "process B: batch test-0: aggregate: server B, batch test-0: aggregate rejected "
+        "missing_own_packet: 1 (rejected here at an earlier stage)",
+        "integrate: server A: batch test-0: 14 valid, 1 errors of 15 total (wrong_length: 1), published ",
+        "integrate: server B: batch test-0: 14 valid, 1 errors of 15 total "
+        "(missing_peer_packet: 1, rejected by the partner), published ",
+        "integrate: server B: batch test-2: skipped, no data",
+        "process A: summary: 3 batches: 2 published, 0 FAILED, 1 skipped for lack of data",
+    ):
+        assert line in result.stderr, line
+    # Keys show 8 digits in log lines (full ones only with VERBOSE=1).
+    assert not re.search("[0-9A-F]{64}", result.stderr)
+    assert re.search("/test-app/v1/[0-9A-F]{8}…/test-app/", result.stderr)
     assert "no data for batch(es) test-2" in result.stderr
     assert "process A: batch test-2: verify1: data for test-2 does not exist, skipping..." in result.stderr
     for line in result.stderr.splitlines():
         if " process " in line and "batch " not in line:
             # Lines about one stage of all batches name the stage; those about one batch name it.
-            assert any(word in line for word in ("waiting", "shared", "took", "removed", "done")), line
+            words = ("waiting", "shared", "took", "removed", "done", "summary: 3 batches")
+            assert any(word in line for word in words), line
 
 
 @pytest.mark.slow
@@ -921,3 +950,186 @@ def test_process_refuses_to_publish_when_more_than_max_error_ratio_failed(tmp_pa
     refused = "refusing to publish: 1 of 12 of this server's clients failed, more than --max-error-ratio 0:"
     assert refused in log_a
     assert not (deployment.published("A") / "batch_id=test-0").exists()
+
+
+# ------------------------------------------------------- failing fast and loud
+
+THREE_BATCHES = [
+    {"batch_id": "test-0", "n_data": 10},
+    {"batch_id": "test-1", "n_data": 4},
+    {"batch_id": "test-2", "n_data": 3},  # dropped by generate: skipped, not FAILED
+]
+
+
+def test_a_missing_bucket_fails_before_any_waiting(tmp_path):
+    deployment = Deployment(tmp_path)
+    deployment.generate()
+    deployment.bucket["b-shared"].rmdir()
+    deployment.server["A"].update(RETRY_LIMIT="30", RETRY_DELAY="10")
+    started = time.monotonic()
+    code, log = _finish(deployment.process("A"), timeout=120)
+    assert code == 2, log
+    assert time.monotonic() - started < 60  # no retry was waited out (the first alone is 10 s)
+    assert f"process A: check: bucket {deployment.bucket['b-shared']}: " in log
+    assert "does not exist" in log
+    assert "waiting" not in log
+
+
+def test_a_prefix_without_data_is_named_with_the_prefix_that_has_it(tmp_path):
+    """bin/generate writes under test-data/v1 by default, bin/process reads data/v1: both as the original."""
+    deployment = Deployment(tmp_path)
+    del deployment.admin["BUCKET_PREFIX"]
+    deployment.generate()
+    assert (deployment.bucket["a-private"] / "test-data/v1").is_dir()
+    for env in deployment.server.values():
+        del env["BUCKET_PREFIX"]
+    deployment.server["A"].update(RETRY_LIMIT="30", RETRY_DELAY="10")
+    key_b = deployment.keys["B"]["public_key"]
+    started = time.monotonic()
+    code, log = _finish(deployment.process("A"), timeout=120)
+    assert code == 2, log
+    assert time.monotonic() - started < 60
+    assert f"nothing at all under {deployment.bucket['a-private']}/data/v1/{key_b[:8]}…/test-app/" in log
+    assert "have data under another prefix: test-data/v1 (BUCKET_PREFIX?)" in log
+    assert key_b not in log  # keys show 8 digits in log lines ...
+    deployment.server["A"]["VERBOSE"] = "1"
+    code, log = _finish(deployment.process("A"), timeout=120)
+    assert code == 2
+    assert f"/data/v1/{key_b}/test-app/" in log  # ... unless VERBOSE=1
+
+
+def test_a_missing_date_under_an_existing_prefix_is_waited_for(tmp_path):
+    deployment = Deployment(tmp_path)
+    deployment.generate()
+    deployment.server["A"].update(SUBMISSION_DATE="2026-11-28", RETRY_LIMIT="1", RETRY_DELAY="0.1")
+    code, log = _finish(deployment.process("A"))
+    assert code == 1, log
+    assert "2026-11-28/raw/shares/_SUCCESS (wait 1 of 2: the first, then up to 1 retry)" in log
+    assert "Reached the maximum number of retries" in log
+
+
+def _summary(log: str, server: str) -> list[str]:
+    prefix = f"process {server}: summary: "
+    return [line.split(prefix, 1)[1] for line in log.splitlines() if prefix in line]
+
+
+@pytest.mark.slow
+def test_a_batch_with_no_valid_client_fails_the_run_after_the_other_batches(tmp_path):
+    """Server A gets server B's shares for test-1 (as with a wrong private key): both servers reject
+    every client of test-1, publish test-0 as usual, and exit 3 with test-1 FAILED in the summary."""
+    deployment = Deployment(tmp_path, n_rows=6, batches=THREE_BATCHES)
+    deployment.generate()
+    raw_a = deployment.data_root("A") / "raw/shares/batch_id=test-1"
+    raw_b = deployment.data_root("B") / "raw/shares/batch_id=test-1"
+    for part in raw_a.iterdir():
+        part.unlink()
+    for part in raw_b.iterdir():
+        (raw_a / part.name).write_bytes(part.read_bytes())
+    a, b = deployment.process("A"), deployment.process("B")
+    (code_a, log_a), (code_b, log_b) = _finish(a), _finish(b)
+    assert (code_a, code_b) == (3, 3), log_a + log_b
+    key_b = deployment.keys["B"]["public_key"]
+    published_a = str(deployment.published("A") / "batch_id=test-0/publish.ndjson")
+    published_a = published_a.replace(key_b, f"{key_b[:8]}…")  # keys show 8 digits in log lines
+    summary_a = _summary(log_a, "A")
+    assert summary_a[0] == (
+        f"batch test-0: 5 valid, 1 errors of 6 total (wrong_length: 1), published {published_a}"
+    )
+    assert summary_a[1].startswith("batch test-1: FAILED: 0 valid, 6 errors of 6 total (decrypt_failed: 6)")
+    assert summary_a[2].startswith("batch test-1: likely cause: the shares were encrypted to another key")
+    assert summary_a[3:] == [
+        "batch test-2: skipped, no data",
+        "3 batches: 1 published, 1 FAILED, 1 skipped for lack of data (exit status 3)",
+    ]
+    summary_b = _summary(log_b, "B")
+    assert summary_b[1].startswith(
+        "batch test-1: FAILED: 0 valid, 6 errors of 6 total (missing_peer_packet: 6, rejected by the partner)"
+    )
+    assert summary_b[2].startswith("batch test-1: likely cause: the partner rejected these clients")
+    # B's verify2 line says so too (it said only: the partner's files are of another batch or incomplete).
+    assert "verify2 (6 of 6, mostly missing_peer_packet): the partner rejected these clients" in log_b
+    assert deployment.published_record("A")["total"] == 6
+
+
+@pytest.mark.slow
+def test_a_refused_publish_fails_its_batch_and_the_run_goes_on(tmp_path):
+    """publish exits 2 when it refuses (too many errors, say): that batch is FAILED, the next one is
+    published, and the run exits 3. A `prio` in front of the real one refuses test-0 for server A."""
+    deployment = Deployment(tmp_path, n_rows=6, batches=THREE_BATCHES)
+    deployment.generate()
+    front = tmp_path / "front"
+    front.mkdir()
+    (front / "prio").write_text(
+        "#!/usr/bin/env bash\n"
+        'if [[ $1 == publish && " $* " == *" --batch-id test-0 "* ]]; then\n'
+        '    echo "Error: server A, batch test-0: refusing to publish: planted by the test" >&2\n'
+        "    exit 2\n"
+        "fi\n"
+        f'exec {VENV_BIN / "prio"} "$@"\n'
+    )
+    (front / "prio").chmod(0o755)
+    env = deployment.server["A"]
+    env["PATH"] = f"{front}{os.pathsep}{env['PATH']}"
+    a, b = deployment.process("A"), deployment.process("B")
+    (code_a, log_a), (code_b, log_b) = _finish(a), _finish(b)
+    assert (code_a, code_b) == (3, 0), log_a + log_b
+    assert "process A: batch test-0: publish refused: FAILED, going on with the other batches" in log_a
+    summary = _summary(log_a, "A")
+    assert summary[0] == (
+        "batch test-0: FAILED: nothing published (see the publish lines above), 6 total, "
+        "rejected wrong_length: 1"
+    )
+    assert summary[1].startswith("batch test-1: 5 valid, 1 errors of 6 total")
+    assert (deployment.published("A") / "batch_id=test-1/publish.ndjson").is_file()
+    assert not (deployment.published("A") / "batch_id=test-0").exists()
+
+
+# ------------------------------------------------------ a new operator's first steps
+
+
+def test_scripts_find_the_projects_venv_when_prio_is_not_on_path(tmp_path):
+    """From a clone, without activating anything: bin/* use the project's .venv (prio: command not found)."""
+    clone = tmp_path / "clone"
+    clone.mkdir()
+    shutil.copytree(BIN, clone / "bin")
+    deployment = Deployment(tmp_path / "deployment")
+    env = {**deployment.admin, "PATH": "/usr/bin:/bin"}
+    bare = subprocess.run([str(clone / "bin/generate")], env=env, capture_output=True, text=True, timeout=120)
+    assert bare.returncode != 0
+    assert "prio is not installed: run `make setup` in the project (it makes .venv)" in bare.stderr
+    (clone / ".venv").symlink_to(VENV_BIN.parent)
+    found = subprocess.run(
+        [str(clone / "bin/generate")], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert found.returncode == 0, found.stderr
+    assert _data_files(deployment.data_root("A") / "raw/shares")
+
+
+def test_setup_says_what_it_installs():
+    recipe = subprocess.run(
+        ["make", "-n", "-B", "setup", "VENV=/nonexistent-venv"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert recipe.returncode == 0, recipe.stderr
+    install = [line for line in recipe.stdout.splitlines() if "-r requirements.txt" in line]
+    assert install and " -q" not in install[0]  # pip names each package (a silent minutes-long -q before)
+    assert 'echo "Installing the locked requirements' in recipe.stdout
+
+
+def test_help_warns_about_mixed_evaluation_points():
+    verify1 = subprocess.run([str(VENV_BIN / "prio"), "verify1", "--help"], capture_output=True, text=True)
+    text = " ".join(verify1.stdout.split())
+    assert "default: sequential" in text
+    assert "bin/process and prio-spark use fixed, this command alone sequential" in text
+    process = subprocess.run(
+        [str(BIN / "process"), "--help"], env=script_env(), capture_output=True, text=True
+    )
+    assert "Both servers must use the same EVALUATION_POINT: bin/process defaults to" in process.stdout
+    assert "`prio verify1`/`verify2` run by hand to sequential" in process.stdout
+
+
+def test_keep_is_explained_and_data_config_is_a_file_in_the_readme():
+    for script in ("integrate", "integrate-firefox"):
+        usage = subprocess.run([BIN / script, "--help"], env=script_env(), capture_output=True, text=True)
+        assert "deleted at the end; --keep keeps" in " ".join(usage.stdout.split()), usage.stdout
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert "`DATA_CONFIG` (the path of a JSON file, local or `gs://`, holding a list of" in readme

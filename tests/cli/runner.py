@@ -42,6 +42,7 @@ def run_subprocess(args: list[str], env: dict[str, str] | None = None) -> Result
 
 
 _PRIO_ENV = {
+    "PROGRESS_INTERVAL",
     "N_DATA",
     "BATCH_ID",
     "SERVER_ID",

@@ -6,9 +6,12 @@ from __future__ import annotations
 import base64
 import json
 import random
+import re
 from pathlib import Path
 
 import pytest
+
+from prio_processor.cli import progress
 
 from runner import RUNNERS, run_inprocess, run_subprocess
 
@@ -510,3 +513,28 @@ def test_bucket_sync_and_exists_on_folders(tmp_path):
     (target / "only-markers").mkdir()
     (target / "only-markers" / "_SUCCESS").write_text("")
     assert run_inprocess(["bucket", "exists", str(target / "only-markers")]).exit_code == 1
+
+
+def test_long_stages_report_progress_at_a_steady_pace_in_logs(tmp_path):
+    """Not only on a terminal: a line every PROGRESS_INTERVAL seconds, records done of the total, rate."""
+    keys = _keys(run_subprocess)
+    rows = [[i % 2, 1, 0] for i in range(3000)]
+    raw = _encode(run_subprocess, keys, 3, rows, tmp_path)
+    env = {**_server_env(keys, "A", 3), "PROGRESS_INTERVAL": "0.01", "WORKERS": "1"}
+    args = ["verify1", "--input", raw["A"], "--output", str(tmp_path / "verify1")]
+    result = run_subprocess(args, env)
+    assert result.exit_code == 0, result.output
+    line = r"server A, batch e2e: verify1: ([\d,]+) of 3,000 records, [\d,]+/s, \d+s"
+    assert re.findall(line, result.stderr), result.stderr
+    # stdout keeps the original's lines
+    assert result.stdout.splitlines() == ["Running verify1", "0 errors out of 3000 total"]
+    quiet = run_subprocess(args, {**env, "PROGRESS_INTERVAL": "0"})
+    assert "records," not in quiet.stderr
+
+
+def test_progress_line_words():
+    counter = progress.RecordCounter("server A, batch b: verify2", lambda: 12_000)
+    counter.add(5_000)
+    assert counter.describe(2.0) == "server A, batch b: verify2: 5,000 of 12,000 records, 2,500/s, 2s"
+    unknown = progress.RecordCounter("x", lambda: None)
+    assert unknown.describe(0.0) == "x: 0 records, -, 0s"

@@ -147,3 +147,28 @@ def test_long_lines_read_back_from_a_bucket(gcs):
     bounded = list(read_records(location(uri), max_line=120_000))
     assert bounded[:3] == records[:3]
     assert [getattr(r, "problem", None) for r in bounded[3:]] == ["is longer than 120000 bytes"] * 2
+
+
+def test_bucket_check_names_missing_buckets_and_the_prefix_that_has_the_data(gcs):
+    """bin/process's up-front check, against gs:// buckets: one listing per folder, no waiting."""
+    bucket, empty = gcs(), gcs()
+    key = "AB" * 32
+    _upload(bucket, f"test-data/v1/{key}/app/2026-11-27/raw/shares/batch_id=x/part-0.ndjson", b"{}\n")
+    _upload(bucket, f"other/{key}/another-app/part-0.ndjson", b"{}\n")
+    missing = run_inprocess(
+        ["bucket", "check", f"gs://{bucket}", "gs://no-such-bucket-here", f"gs://{empty}"]
+    )
+    assert missing.exit_code == 2
+    assert missing.stderr.splitlines() == [
+        "bucket gs://no-such-bucket-here: cannot list gs://no-such-bucket-here: not found"
+    ]
+    found = run_inprocess(
+        ["bucket", "check", f"gs://{bucket}", f"gs://{empty}", "--data", "test-data/v1", f"{key}/app"]
+    )
+    assert found.exit_code == 0, found.output
+    mistyped = run_inprocess(["bucket", "check", f"gs://{bucket}", "--data", "data/v1", f"{key}/app"])
+    assert mistyped.exit_code == 2
+    assert mistyped.stderr.strip() == (
+        f"nothing at all under gs://{bucket}/data/v1/{key}/app/; this partner key and app have data under "
+        "another prefix: test-data/v1 (BUCKET_PREFIX?)"
+    )

@@ -167,7 +167,7 @@ METRICS = ("content.blocking_blocked", "content.blocking_opener_exempt_TESTONLY"
 
 
 def test_integrate_source_firefox_end_to_end(tmp_path):
-    report = tmp_path / "report"
+    """Without --report, the report goes to a folder of its own that outlives the run's temporary one."""
     result = subprocess.run(
         [
             str(BIN / "integrate"),
@@ -179,15 +179,15 @@ def test_integrate_source_firefox_end_to_end(tmp_path):
             "4",
             "--server-b-delay",
             "0.5",
-            "--report",
-            str(report),
         ],
-        env=script_env(SUBMISSION_DATE=DATE),
+        env=script_env(SUBMISSION_DATE=DATE, TMPDIR=str(tmp_path)),
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert result.returncode == 0, result.stderr[-4000:]
+    (report,) = tmp_path.glob("integrate-report-*")
+    assert not list(tmp_path.glob("integrate-firefox-*"))  # the temporary folder is gone
     # Both servers' results match every planted count, and the servers' rejects of the one
     # corrupted share (in content.blocking_blocked-0) are in the table.
     assert result.stdout.splitlines() == [

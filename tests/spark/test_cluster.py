@@ -74,7 +74,9 @@ def cluster(tmp_path):
             with open(logs / f"daemon-{number}.log", "wb") as log:
                 processes.append(subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT))
         master_log = logs / "daemon-0.log"
-        deadline = time.monotonic() + 120
+        # Generous: three JVMs starting on a loaded 2-core machine took over 120 s; a daemon that
+        # exits fails the wait at once, so a broken start is not waited out.
+        deadline = time.monotonic() + 600
         while master_log.read_text(errors="replace").count("Registering worker") < len(work_dirs):
             assert time.monotonic() < deadline, master_log.read_text(errors="replace")
             assert all(p.poll() is None for p in processes), "a Spark daemon exited early"
