@@ -165,8 +165,9 @@ def lock(path: str, owner: str, ttl: float) -> None:
     where = location(path)
     held = RunLock(where, owner, ttl, pid=os.getppid())
     with _storage_errors(f"{owner}: "):
-        parent = where.uri.rstrip("/").rsplit("/", 1)[0]
-        check_conditional_writes(location(f"{parent}/{where.name}.probe-{uuid.uuid4().hex[:12]}"))
+        parent, _, _ = where.uri.rstrip("/").rpartition("/")
+        probe = f"{where.name}.probe-{uuid.uuid4().hex[:12]}"  # beside the lock, in the same store
+        check_conditional_writes(location(f"{parent}/{probe}" if parent else probe))
         try:
             warning = held.take()
         except LockHeld as exc:
@@ -179,7 +180,7 @@ def lock(path: str, owner: str, ttl: float) -> None:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGHUP, stop)
-    click.echo(f"locked {where.uri}", nl=True)
+    click.echo(f"locked {where.uri}")
     sys.stdout.flush()
     interval = min(30.0, ttl / 3)
     try:
