@@ -386,9 +386,10 @@ def _swap_folders(new: Path, day: Path) -> None:
             os.rename(day, old)
             os.rename(new, day)
             new = old
-        shutil.rmtree(new)
     except OSError as exc:
         raise StorageError(f"cannot replace {day}: {exc.strerror or exc}") from None
+    # The new day is in place: what is left of the old one is removed here or by the next run.
+    shutil.rmtree(new, ignore_errors=True)
 
 
 def _clear_leftovers(day: Path) -> None:

@@ -245,7 +245,7 @@ def test_corrupted_input_lists_rejects_and_reruns_identically(tmp_path):
         (good[2]["id"], "decrypt_failed"),
         (good[3]["id"], "bad_base64"),
         (good[1]["id"], "duplicate_id"),
-        (None, "bad_json"),
+        ("5", "bad_json"),  # an integer id is an id, listed as its digits; the payload is missing
     ]
     assert not any("payload" in r for r in rejects)
     output = (tmp_path / "out" / "corrupted.ndjson").read_bytes()

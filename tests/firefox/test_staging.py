@@ -385,3 +385,19 @@ def test_a_rerun_replaces_the_day_whole_and_clears_a_killed_run_leftovers(tmp_pa
     assert sorted(p.name for p in out.iterdir()) == ["_SUCCESS", f"submission_date={DATE}"]
     payloads = sorted(r["payload"] for r in read_folder(day / "server_id=a" / "batch_id=m-0"))
     assert payloads == ["a0-7", "a0-8"]
+
+
+@pytest.mark.parametrize("exchange", [True, False], ids=["renameat2", "two-renames"])
+def test_the_new_day_takes_the_old_ones_place(tmp_path, monkeypatch, exchange):
+    """With the kernel's atomic exchange, and with two renames where a file system lacks it."""
+    if not exchange:
+        monkeypatch.setattr(staging, "_exchange", lambda a, b: False)
+    out = tmp_path / "out"
+    staging.stage([synthetic_ping(k) for k in range(3)], location(out), DATE)
+    inode = (out / f"submission_date={DATE}").stat().st_ino
+    staging.stage([synthetic_ping(k) for k in range(10, 12)], location(out), DATE)
+    day = out / f"submission_date={DATE}"
+    assert day.stat().st_ino != inode
+    payloads = sorted(r["payload"] for r in read_folder(day / "server_id=b" / "batch_id=m-1"))
+    assert payloads == ["b1-10", "b1-11"]
+    assert sorted(p.name for p in out.iterdir()) == ["_SUCCESS", f"submission_date={DATE}"]

@@ -59,7 +59,9 @@ def test_bad_records_are_counted_and_listed_like_prio(spark, tmp_path):
             assert payloads(ours.path(server, stage)) == payloads(reference.path(server, stage))
             assert _rejected(ours.rejects(server, stage)) == _rejected(reference.rejects(server, stage))
         rejected = read_folder(ours.rejects(server, "verify1"))
-        assert Counter(r["reason"] for r in rejected) == {"bad_json": 4, "bad_base64": 1, "duplicate_id": 2}
+        # An integer id is an id (staging numbers rows 1..n): {"id": 5, "payload": "AAAA"} fails to decrypt.
+        reasons = {"bad_json": 3, "decrypt_failed": 1, "bad_base64": 1, "duplicate_id": 2}
+        assert Counter(r["reason"] for r in rejected) == reasons
         assert all(set(r) == {"id", "reason", "detail"} for r in rejected)
         for stage in ("verify1", "verify2", "aggregate"):
             assert reference_out[(stage, server)].splitlines()[-1].startswith(
