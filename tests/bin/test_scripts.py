@@ -916,6 +916,9 @@ def test_a_store_that_cannot_lock_stops_the_run(tmp_path, plain_gcs_emulator, mo
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", plain_gcs_emulator)
     bucket = f"plain-{uuid.uuid4().hex[:12]}"
     storage.Client().create_bucket(bucket)
+    # Data under the run's prefix, so that the run gets as far as its lock.
+    key_b = deployment.keys["B"]["public_key"].upper()
+    storage.Client().bucket(bucket).blob(f"test-app/v1/{key_b}/test-app/raw").upload_from_string(b"")
     env = deployment.server["A"]
     env.update(STORAGE_EMULATOR_HOST=plain_gcs_emulator, BUCKET_INTERNAL_PRIVATE=f"gs://{bucket}")
     code, log = _finish(deployment.process("A"), timeout=120)
@@ -946,7 +949,8 @@ def test_process_refuses_to_publish_when_more_than_max_error_ratio_failed(tmp_pa
     a, b = deployment.process("A"), deployment.process("B")
     (code_a, log_a), (code_b, log_b) = _finish(a), _finish(b)
     assert code_b == 0, log_b
-    assert code_a == 2, log_a
+    assert code_a == 3, log_a  # the batch FAILED (see the summary); other batches would go on
+    assert "batch test-0: FAILED: nothing published" in log_a
     refused = "refusing to publish: 1 of 12 of this server's clients failed, more than --max-error-ratio 0:"
     assert refused in log_a
     assert not (deployment.published("A") / "batch_id=test-0").exists()
@@ -1035,15 +1039,20 @@ def test_a_batch_with_no_valid_client_fails_the_run_after_the_other_batches(tmp_
     assert summary_a[0] == (
         f"batch test-0: 5 valid, 1 errors of 6 total (wrong_length: 1), published {published_a}"
     )
-    assert summary_a[1].startswith("batch test-1: FAILED: 0 valid, 6 errors of 6 total (decrypt_failed: 6)")
+    # MAX_ERROR_RATIO (0.5) refuses to publish the batch: nothing, not a count of zero.
+    assert summary_a[1] == (
+        "batch test-1: FAILED: nothing published (see the publish lines above), 6 total, "
+        "rejected decrypt_failed: 6"
+    )
     assert summary_a[2].startswith("batch test-1: likely cause: the shares were encrypted to another key")
     assert summary_a[3:] == [
         "batch test-2: skipped, no data",
         "3 batches: 1 published, 1 FAILED, 1 skipped for lack of data (exit status 3)",
     ]
     summary_b = _summary(log_b, "B")
-    assert summary_b[1].startswith(
-        "batch test-1: FAILED: 0 valid, 6 errors of 6 total (missing_peer_packet: 6, rejected by the partner)"
+    assert summary_b[1] == (
+        "batch test-1: FAILED: nothing published (see the publish lines above), 6 total, "
+        "rejected missing_peer_packet: 6, rejected by the partner"
     )
     assert summary_b[2].startswith("batch test-1: likely cause: the partner rejected these clients")
     # B's verify2 line says so too (it said only: the partner's files are of another batch or incomplete).
