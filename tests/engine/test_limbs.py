@@ -31,6 +31,7 @@ def test_bytes_round_trip(xs):
     assert limbs.below_modulus_bytes11(rows).all()
 
 
+@settings(deadline=None)
 @given(elements, st.integers(0, 255))
 def test_items_and_prg_attempts_read_as_their_values(xs, header):
     """12-byte msgpack items (header byte first) and PRG attempts (value byte 11, then 1 to 10)."""
