@@ -8,7 +8,6 @@ points on the odd 2N-th roots, shares of f(1), g(1), h(1) and a Beaver triple.
 from __future__ import annotations
 
 import os
-import secrets
 from collections.abc import Sequence
 from functools import lru_cache
 
@@ -24,6 +23,8 @@ _CHUNK_ELEMENTS = 1 << 17
 
 
 def _random_element() -> int:
+    import secrets  # only clients draw secrets: server stages start without it
+
     return secrets.randbelow(MODULUS)
 
 

@@ -173,28 +173,37 @@ class _Reader:
     # `builtins.str`: inside this class `str` names the method above.
     def elements(self, expected: int, what: builtins.str) -> np.ndarray:
         """An array of exactly `expected` elements as (expected, 11) rows."""
+        return self.items(expected, what)[:, 1:]
+
+    def items(self, expected: int, what: builtins.str) -> np.ndarray:
+        """An array of exactly `expected` elements as (expected, 12) items: a long string's
+        header byte, then the 11 big-endian bytes of the value (see `limbs.from_items12`)."""
         count = self.array_header()
         if count != expected:
             raise PacketError(Reason.WRONG_LENGTH, f"{what} has {count} elements, expected {expected}")
         fast = _fast_elements(self.data, self.position, count)
         if fast is None:
             values = [self.element() for _ in range(count)]
-            return _rows_from_ints(values)
-        rows, self.position = fast
-        if not _below_modulus(rows):
+            return _items_from_ints(values)
+        items, self.position = fast
+        if not _below_modulus(items):
             raise PacketError(Reason.OUT_OF_RANGE, f"{what} holds an element not below the modulus")
-        return rows
+        return items
 
 
-def _below_modulus(rows: np.ndarray) -> bool:
-    """All rows < p. Only a top byte of 0x80 or more can reach p, so check those rows exactly."""
-    high = np.flatnonzero(rows[:, 0] >= MODULUS >> 80)
-    return not len(high) or bool(below_modulus_bytes11(rows[high]).all())
+def _below_modulus(items: np.ndarray) -> bool:
+    """All items < p. Only a top byte of 0x80 or more can reach p, so check those items exactly."""
+    high = np.flatnonzero(items[:, 1] >= MODULUS >> 80)
+    return not len(high) or bool(below_modulus_bytes11(items[high, 1:]).all())
+
+
+def _items_from_ints(values: list[int]) -> np.ndarray:
+    buf = b"".join(_LONG_HEADER_BYTE + v.to_bytes(ELEMENT_BYTES, "big") for v in values)
+    return np.frombuffer(buf, dtype=np.uint8).reshape(len(values), _ITEM_BYTES).copy()
 
 
 def _rows_from_ints(values: list[int]) -> np.ndarray:
-    buf = b"".join(v.to_bytes(ELEMENT_BYTES, "big") for v in values)
-    return np.frombuffer(buf, dtype=np.uint8).reshape(len(values), ELEMENT_BYTES).copy()
+    return _items_from_ints(values)[:, 1:]
 
 
 _LONG_HEADER = 0xA0 | ELEMENT_BYTES  # fixstr of 11 bytes: most elements
@@ -207,12 +216,12 @@ _LONG_HEADER_BYTE = bytes([_LONG_HEADER])
 
 
 def _fast_elements(data: bytes, start: int, count: int) -> tuple[np.ndarray, int] | None:
-    """Rows of `count` fixstr elements starting at `start`, and the end offset.
+    """(count, 12) items of `count` fixstr elements starting at `start`, and the end offset.
 
     Elements are almost all 11 bytes (values below 2**80 are rare): runs of 12-byte items are
     found by searching their headers (taken as one strided byte string) for the first that
     is not a long item's. Each short item is padded to 12 bytes, so that the items joined are
-    one (count, 12) array whose header column is dropped. None when an item is not a fixstr
+    one (count, 12) array (whose header column is not part of the values). None when an item is not a fixstr
     of at most 11 bytes; the caller then reads the items with full type checks.
     """
     size = len(data)
@@ -248,7 +257,7 @@ def _fast_elements(data: bytes, start: int, count: int) -> tuple[np.ndarray, int
         position += 1 + length
         done += 1
     items = np.frombuffer(b"".join(pieces), dtype=np.uint8).reshape(count, _ITEM_BYTES)
-    return items[:, 1:], position
+    return items, position
 
 
 @dataclass
@@ -259,9 +268,19 @@ class ClientPacket:
     f0: int
     g0: int
     h0: int
-    data_rows: np.ndarray | None = None  # server A: (n_data, 11)
-    h_rows: np.ndarray | None = None  # server A: (N, 11)
+    data_items: np.ndarray | None = None  # server A: (n_data, 12), see _Reader.items
+    h_items: np.ndarray | None = None  # server A: (N, 12)
     seed: bytes | None = None  # server B
+
+    @property
+    def data_rows(self) -> np.ndarray | None:
+        """Server A's data shares as (n_data, 11) big-endian rows."""
+        return None if self.data_items is None else self.data_items[:, 1:]
+
+    @property
+    def h_rows(self) -> np.ndarray | None:
+        """Server A's h points as (N, 11) big-endian rows."""
+        return None if self.h_items is None else self.h_items[:, 1:]
 
 
 #: The parts of server A's packet: data shares and h points.
@@ -293,11 +312,11 @@ def read_client_packet(
     packet = ClientPacket((a, b, c), f0, g0, h0)
     if server == SERVER_A:
         if "data" in arrays:
-            packet.data_rows = reader.elements(n_data, "data shares")
+            packet.data_items = reader.items(n_data, "data shares")
         elif "h" in arrays:
             reader.skip_array()
         if "h" in arrays:
-            packet.h_rows = reader.elements(n_points, "h points")
+            packet.h_items = reader.items(n_points, "h points")
     else:
         seed = reader.str()
         if len(seed) != SEED_BYTES:

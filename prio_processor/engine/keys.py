@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+# Raw bytes only: the serialization module (PEM, SSH, ...) costs every command start-up time.
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
-from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 
 KEY_BYTES = 32
 
@@ -41,7 +41,7 @@ def public_key_from_hex(text: str | bytes) -> X25519PublicKey:
 
 
 def private_key_to_hex(key: X25519PrivateKey) -> str:
-    return key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption()).hex().upper()
+    return key.private_bytes_raw().hex().upper()
 
 
 def public_key_to_hex(key: X25519PublicKey) -> str:
@@ -49,4 +49,4 @@ def public_key_to_hex(key: X25519PublicKey) -> str:
 
 
 def public_key_bytes(key: X25519PublicKey) -> bytes:
-    return key.public_bytes(Encoding.Raw, PublicFormat.Raw)
+    return key.public_bytes_raw()

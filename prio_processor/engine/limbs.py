@@ -74,6 +74,42 @@ def _from_bytes11(rows: np.ndarray) -> Limbs:
     return out
 
 
+#: Bytes of an element as msgpack writes most of them: one header byte, then the 11
+#: big-endian bytes of the value. Read as three big-endian 32-bit words, such items
+#: convert to limbs with a few shifts and no copy of the bytes.
+ITEM_BYTES = ELEMENT_BYTES + 1
+
+
+def from_items12(items: np.ndarray) -> Limbs:
+    """Limbs of 12-byte items (uint8, last axis of size 12): a byte that is ignored (a
+    msgpack header), then an 11-byte big-endian value."""
+    shape = items.shape[:-1]
+    words = np.ascontiguousarray(items, dtype=np.uint8).reshape(-1, ITEM_BYTES).view(">u4")
+    out = np.empty((LIMBS, len(words)), dtype=np.int64)
+    for start in range(0, len(words), CHUNK_ELEMENTS):  # in cache-sized pieces
+        chunk = words[start:start + CHUNK_ELEMENTS].astype(np.uint32)
+        high, middle, low = chunk[:, 0], chunk[:, 1], chunk[:, 2]  # value bits 64-87, 32-63, 0-31
+        part = out[:, start:start + CHUNK_ELEMENTS]
+        part[0] = low & MASK
+        part[1] = low >> 22 | (middle & 0xFFF) << 10
+        part[2] = middle >> 12 | (high & 0x3) << 20
+        part[3] = (high & 0xFFFFFF) >> 2
+    return out.reshape((LIMBS,) + shape)
+
+
+def from_attempt_words(words: np.ndarray) -> Limbs:
+    """Limbs of PRG attempts given as their three big-endian 32-bit words (uint32, last axis
+    of size 3): the value is the attempt's byte 11, then its bytes 1 to 10 (libprio's order)."""
+    first, middle, last = words[..., 0], words[..., 1], words[..., 2]  # bytes 0-3, 4-7, 8-11
+    out = np.empty((LIMBS,) + words.shape[:-1], dtype=np.int64)
+    # value bits 0-23: bytes 8-10; 24-55: bytes 4-7; 56-79: bytes 1-3; 80-87: byte 11.
+    out[0] = last >> 8 & MASK
+    out[1] = last >> 30 | (middle & 0xFFFFF) << 2
+    out[2] = middle >> 20 | (first & 0x3FF) << 12
+    out[3] = (first & 0xFFFFFF) >> 10 | (last & 0xFF) << 14
+    return out
+
+
 def below_modulus_bytes11(rows: np.ndarray) -> np.ndarray:
     """Boolean mask: which 11-byte big-endian rows encode a value < p."""
     rows = np.ascontiguousarray(rows, dtype=np.uint8)

@@ -114,10 +114,7 @@ def _accepted(attempts: np.ndarray) -> np.ndarray:
 
 def _limbs_of_attempts(attempts: np.ndarray) -> limbs.Limbs:
     """Limbs of accepted attempts (count, 12): the value is byte 11, then bytes 1..10."""
-    values = np.empty((len(attempts), ELEMENT_BYTES), dtype=np.uint8)
-    values[:, 0] = attempts[:, ELEMENT_BYTES]
-    values[:, 1:] = attempts[:, 1:ELEMENT_BYTES]
-    return limbs.from_bytes11(values)
+    return limbs.from_attempt_words(np.ascontiguousarray(attempts).view(">u4").astype(np.uint32))
 
 
 def expand_seeds(
@@ -145,6 +142,7 @@ def expand_seeds(
         chosen = np.flatnonzero((ok & (rank > skip) & (rank <= count)).reshape(-1))
         full = [k for k in range(len(group)) if rank[k, -1] >= count]
         if full:
-            values = _limbs_of_attempts(streams.reshape(-1, _ATTEMPT_BYTES)[chosen])
+            words = streams.reshape(-1, _ATTEMPT_BYTES).view(">u4")[chosen].astype(np.uint32)
+            values = limbs.from_attempt_words(words)
             out[:, [first + k for k in full]] = values.reshape(limbs.LIMBS, len(full), count - skip)
     return out

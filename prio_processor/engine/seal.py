@@ -6,13 +6,12 @@ The associated data is b"PrioPacket" || ephemeral public key || nonce.
 
 from __future__ import annotations
 
+import hashlib
 import os
 
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.x963kdf import X963KDF
 
 from .errors import PacketError, Reason
 from .keys import KEY_BYTES, public_key_bytes
@@ -25,8 +24,9 @@ _AAD_PREFIX = b"PrioPacket"
 
 
 def _aes_key(shared_secret: bytes) -> bytes:
-    # ANSI X9.63 KDF with SHA-256 and no shared info, as libprio derives its AES-128 key.
-    return X963KDF(algorithm=hashes.SHA256(), length=AES_KEY_BYTES, sharedinfo=None).derive(shared_secret)
+    # ANSI X9.63 KDF with SHA-256 and no shared info, as libprio derives its AES-128 key:
+    # one hash block, SHA-256(Z || counter 1), is enough for 16 bytes.
+    return hashlib.sha256(shared_secret + b"\x00\x00\x00\x01").digest()[:AES_KEY_BYTES]
 
 
 def encrypt(recipient: X25519PublicKey, plaintext: bytes) -> bytes:

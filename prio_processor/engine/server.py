@@ -106,22 +106,14 @@ class Server:
     def data_shares(self, packets: Sequence[ClientPacket]) -> limbs.Limbs:
         """Data shares (4, B, n) of a batch of packets opened with their data shares."""
         if self.index == SERVER_A:
-            rows = _every([p.data_rows for p in packets], "data shares")
-            return self.data_shares_from(np.stack(rows, axis=0))
-        return self.data_shares_from(_every([p.seed for p in packets], "seed"))
-
-    def data_shares_from(self, kept: np.ndarray | list[bytes]) -> limbs.Limbs:
-        """Data shares (4, B, n) from what a packet holds of them: server A's element rows
-        (B, n, 11), server B's seeds."""
-        if self.index == SERVER_A:
-            return limbs.from_bytes11(np.asarray(kept))
-        return expand_seeds(list(kept), self.config.batch_id, self.keying, self.config.n_data)
+            return limbs.from_items12(np.stack(_every([p.data_items for p in packets], "data shares")))
+        seeds = _every([p.seed for p in packets], "seed")
+        return expand_seeds(seeds, self.config.batch_id, self.keying, self.config.n_data)
 
     def _h_points(self, packets: Sequence[ClientPacket]) -> limbs.Limbs:
         """h points (4, B, N) of a batch of packets opened with their h points."""
         if self.index == SERVER_A:
-            rows = _every([p.h_rows for p in packets], "h points")
-            return limbs.from_bytes11(np.stack(rows, axis=0))
+            return limbs.from_items12(np.stack(_every([p.h_items for p in packets], "h points")))
         n, big_n = self.config.n_data, self.config.n_points
         seeds = _every([p.seed for p in packets], "seed")
         # The data shares are drawn (h follows them) but never converted.
@@ -139,6 +131,8 @@ class Server:
             data = self.data_shares(packets)
         f0 = [p.f0 for p in packets]
         g0 = [p.g0 for p in packets]
+        if len(packets) > 1 and len(set(points)) == 1:
+            return _fg_at_shared_point(data, f0, g0, points[0], n, big_n, self.index == SERVER_A)
         # g's points are f's but for g(1) and, at server A, minus one on the data points:
         # g(r) follows from f(r) in closed form unless A's data ends far before N.
         tail = _indicator_tail(n, big_n) if self.index == SERVER_A else None
@@ -150,18 +144,13 @@ class Server:
             polys[:, :, 1, 0] = limbs.from_ints(g0)
             polys[:, :, 1, 1:n + 1] = data
             polys[0, :, 1, 1:n + 1] -= 1
-        shared = len(packets) > 1 and len(set(points)) == 1
-        if shared:
-            values = _on_roots_at_shared_point(polys, points[0], big_n)
-        else:
-            values = _on_roots_at_points(polys, list(points), big_n)
         out = []
-        for k, row in enumerate(values):
+        for k, row in enumerate(_on_roots_at_points(polys, list(points), big_n)):
             f_r = row[0]
             if g_by_tree:
                 g_r = row[1]
             else:
-                basis = _lagrange_basis_at(points[k], n, big_n, shared, self.index == SERVER_A)
+                basis = _lagrange_basis_at(points[k], n, big_n, False, self.index == SERVER_A)
                 g_r = (f_r + (g0[k] - f0[k]) * basis[0] - basis[1]) % MODULUS
             out.append((f_r, g_r))
         return out
@@ -307,11 +296,20 @@ def _weights_for_h(point: int, big_n: int) -> tuple[limbs.Limbs, int]:
     return limbs.from_ints(on_2n[1::2]), on_2n[0]
 
 
-def _on_roots_at_shared_point(polys: limbs.Limbs, point: int, big_n: int) -> list[list[int]]:
-    """All packets at one point: weights once per batch, then a dot product per packet."""
-    weights = _weights_on_roots(point, big_n)
-    columns = [poly.dot(polys[:, :, row], weights) for row in range(polys.shape[2])]
-    return [list(row) for row in zip(*columns)]
+def _fg_at_shared_point(
+    data: limbs.Limbs, f0: list[int], g0: list[int], point: int, n: int, big_n: int, indicator: bool
+) -> list[tuple[int, int]]:
+    """All packets at one point: f(r) is f0 L_0(r) plus the data shares' dot product with
+    their weights (computed once per batch), and g(r) follows from f(r) in closed form,
+    so that no polynomial is assembled. `indicator`: server A, whose g is minus one on the
+    data points."""
+    weights = _weights_on_roots(point, big_n)[:, 1:n + 1]
+    l0, on_data = _lagrange_basis_at(point, n, big_n, True, indicator)
+    out = []
+    for f, g, dot in zip(f0, g0, poly.dot(data, weights)):
+        f_r = (f * l0 + dot) % MODULUS
+        out.append((f_r, (f_r + (g - f) * l0 - on_data) % MODULUS))
+    return out
 
 
 def _h_at_shared_point(h_odd: limbs.Limbs, h0: list[int], point: int, big_n: int) -> list[int]:

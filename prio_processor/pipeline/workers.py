@@ -14,7 +14,6 @@ at (other inputs come to them whole) and write nothing.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import queue
 import traceback
@@ -102,6 +101,8 @@ class WorkerPool:
     def __init__(self, steps: StageSteps, workers: int) -> None:
         if workers < 2:
             raise ValueError("a pool needs at least two workers; run one worker inline")
+        import multiprocessing  # only pools need it: a stage run inline starts without it
+
         context = multiprocessing.get_context("fork")
         self._steps = steps
         self._outbox = context.Queue()

@@ -51,6 +51,22 @@ def test_round_trip(n_data, schedule):
     assert totals == [sum(col) for col in zip(*vectors)]
 
 
+@pytest.mark.parametrize("n_data", [1, 100, 441, 2046])
+def test_a_batch_at_one_point_verifies_as_each_packet_alone(n_data):
+    """verify1 over a batch at one point (dot products, g in closed form) gives what each
+    packet gives alone (the interpolation tree), at both servers and with invalid packets."""
+    pair = Pair(n_data)
+    rng = random.Random(n_data)
+    vectors = [[rng.randint(0, 1) for _ in range(n_data)] for _ in range(4)]
+    packets = Client(pair.config).encode_batch(vectors)
+    for index, server in enumerate((pair.a, pair.b)):
+        opened = [server.open(p[index]) for p in packets]
+        opened[0].f0 = (opened[0].f0 + 1) % MODULUS  # a tampered proof changes nothing here
+        point = next(server.points(Schedule.FIXED))
+        alone = [server.verify1([p], [point])[0] for p in opened]
+        assert server.verify1(opened, [point] * len(opened)) == alone
+
+
 def test_client_rejects_bad_vectors():
     client = Client(Pair(4).config)
     bad_vectors: list[list[Any]] = [[0, 1, 2, 0], [0, 1, 0], [[0, 1], 0, 1, 0]]

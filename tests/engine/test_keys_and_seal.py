@@ -37,3 +37,12 @@ def test_seal_round_trip_and_failures():
         with pytest.raises(PacketError) as info:
             seal.decrypt(who, bad)
         assert info.value.reason is Reason.DECRYPT_FAILED
+
+
+@pytest.mark.parametrize("secret", [bytes(32), b"\xff" * 32, bytes(range(32))])
+def test_packet_key_is_the_x963_kdf_of_the_shared_secret(secret):
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.x963kdf import X963KDF
+
+    expected = X963KDF(algorithm=hashes.SHA256(), length=16, sharedinfo=None).derive(secret)
+    assert seal._aes_key(secret) == expected

@@ -31,6 +31,18 @@ def test_bytes_round_trip(xs):
     assert limbs.below_modulus_bytes11(rows).all()
 
 
+@settings(deadline=None)
+@given(elements, st.integers(0, 255))
+def test_items_and_prg_attempts_read_as_their_values(xs, header):
+    """12-byte msgpack items (header byte first) and PRG attempts (value byte 11, then 1 to 10)."""
+    rows = limbs.to_bytes11(limbs.from_ints(xs))
+    items = np.concatenate([np.full((len(xs), 1), header, dtype=np.uint8), rows], axis=1)
+    assert limbs.to_ints(limbs.from_items12(items)) == xs
+    attempts = np.concatenate([items[:, :1], rows[:, 1:], rows[:, :1]], axis=1)
+    words = attempts.view(">u4").astype(np.uint32)
+    assert limbs.to_ints(limbs.from_attempt_words(words)) == xs
+
+
 @given(st.integers(MODULUS, 2**88 - 1))
 def test_range_check_rejects_values_from_p_up(value):
     row = np.frombuffer(value.to_bytes(11, "big"), dtype=np.uint8)[None, :]

@@ -114,9 +114,9 @@ def test_element_runs_read_as_the_careful_reader_reads_them(short_share):
     data = _element_array(values) + b"\x91\x00"  # whatever follows the array
     fast = codec._fast_elements(data, 0, len(values))
     assert fast is not None
-    rows, end = fast
+    items, end = fast
     assert end == len(data) - 2
-    assert np.array_equal(rows, _careful(data, len(values)))
+    assert np.array_equal(items[:, 1:], _careful(data, len(values)))
 
 
 def test_element_runs_that_break_off_are_left_to_the_careful_reader():
