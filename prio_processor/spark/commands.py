@@ -1,8 +1,9 @@
 """`prio-spark`: the server stages of `prio` on Apache Spark.
 
 Same commands, options, environment variables and stdout lines as `prio`
-(and the original prio-spark), over Spark-readable paths: inputs are a file
-or a folder of JSON-lines part files; outputs are folders of JSON-lines part
+(and the original prio-spark), over Spark-readable paths (and gs:// in local
+mode without the GCS connector, through a scratch folder: staging.py): inputs
+are a file or a folder of JSON-lines part files; outputs are folders of JSON-lines part
 files with _SUCCESS, holding the records `prio` writes (settings stamps and
 kept input fields included). Rejected records are counted; with --rejects they
 are listed as by `prio`: one file {id, reason, detail} per line, that file or
