@@ -1,8 +1,9 @@
 """`prio-spark`: the server stages of `prio` on Apache Spark.
 
 Same commands, options, environment variables and stdout lines as `prio`
-(and the original prio-spark), over Spark-readable paths: inputs are a file
-or a folder of JSON-lines part files; outputs are folders of JSON-lines part
+(and the original prio-spark), over Spark-readable paths (and gs:// in local
+mode without the GCS connector, through a scratch folder: staging.py): inputs
+are a file or a folder of JSON-lines part files; outputs are folders of JSON-lines part
 files with _SUCCESS, holding the records `prio` writes (settings stamps and
 kept input fields included). Rejected records are counted; with --rejects they
 are listed as by `prio`: one file {id, reason, detail} per line, that file or
@@ -37,6 +38,7 @@ from ..storage import StorageError, location
 from . import adapter, jobs
 from .adapter import SCHEDULE, ClientSpec, IntegrationRow, ServerSpec
 from .session import get_session, progress_line
+from .staging import Scratch, scratch
 
 evaluation_point = click.option(
     "--evaluation-point",
@@ -110,7 +112,14 @@ def _rejects(rejects: str | None, stage: str, server_id: str | None, *outputs: s
         yield sink
 
 
-StageResult = Callable[[SparkSession, ServerSpec], DataFrame]
+# A stage's plan from the session, this server's configuration and its inputs (paths Spark can read).
+StageResult = Callable[[SparkSession, ServerSpec, dict[str, str]], DataFrame]
+
+_INPUTS = {"input_": "--input", "input_internal": "--input-internal", "input_external": "--input-external"}
+
+
+def _inputs(staged: Scratch, params: dict[str, Any]) -> dict[str, str]:
+    return {name: staged.read(params[name], option) for name, option in _INPUTS.items() if name in params}
 
 
 def _progress(label: str, stage: str) -> progress.Steady:
@@ -125,17 +134,17 @@ def _run_server_stage(ctx: _Context, stage: str, params: dict[str, Any], plan: S
     with stage_errors(opts.label), _rejects(params["rejects"], stage, opts.server_id,
                                              params["output"]) as sink, _progress(opts.label, stage):
         spark = ctx.session(stage)
-        with _persisted(plan(spark, spec)) as result:
+        with scratch(spark) as staged, _persisted(plan(spark, spec, _inputs(staged, params))) as result:
+            output = staged.write(params["output"], "--output")
             counts = jobs.counts(result)
             if counts.mismatch:
                 raise SettingsMismatch(counts.mismatch)
             if stage == "aggregate":
                 total = adapter.merge_partials(spec, jobs.partials(result))
                 tally = adapter.tally_from_counts(stage, counts.total, counts.reasons)
-                jobs.write_one(spark, adapter.aggregate_row(spec, total, tally, counts.stamped),
-                               params["output"])
+                jobs.write_one(spark, adapter.aggregate_row(spec, total, tally, counts.stamped), output)
             else:
-                jobs.write_records(spark, result, params["output"])
+                jobs.write_records(spark, result, output)
             for entry in counts.listed:
                 sink(entry)
     _report(stage, opts.label, counts)
@@ -156,12 +165,12 @@ def verify1(ctx: _Context, **params: Any) -> None:
     with this server's verify1 packet as payload, into --output.
     """
     _run_server_stage(ctx, "verify1", params,
-                      lambda spark, spec: jobs.verify1(spark, spec, params["input_"]))
+                      lambda spark, spec, inputs: jobs.verify1(spark, spec, inputs["input_"]))
 
 
-def _joined_plan(stage: Callable[..., DataFrame], params: dict[str, Any]) -> StageResult:
-    return lambda spark, spec: stage(spark, spec, params["input_"], params["input_internal"],
-                                     params["input_external"])
+def _joined_plan(stage: Callable[..., DataFrame]) -> StageResult:
+    return lambda spark, spec, inputs: stage(spark, spec, inputs["input_"], inputs["input_internal"],
+                                             inputs["input_external"])
 
 
 @entry_point.command()
@@ -179,7 +188,7 @@ def verify2(ctx: _Context, **params: Any) -> None:
     Joins the shares of --input with both servers' verify1 packets by id and
     writes each share's record, with this server's verify2 packet as payload.
     """
-    _run_server_stage(ctx, "verify2", params, _joined_plan(jobs.verify2, params))
+    _run_server_stage(ctx, "verify2", params, _joined_plan(jobs.verify2))
 
 
 @entry_point.command()
@@ -196,7 +205,7 @@ def aggregate(ctx: _Context, **params: Any) -> None:
     Adds up the data shares of every client whose proof both servers' verify2
     packets accept; writes {"payload", "error", "total", ...} into --output.
     """
-    _run_server_stage(ctx, "aggregate", params, _joined_plan(jobs.aggregate, params))
+    _run_server_stage(ctx, "aggregate", params, _joined_plan(jobs.aggregate))
 
 
 @entry_point.command()
@@ -216,15 +225,17 @@ def publish(ctx: _Context, **params: Any) -> None:
     with stage_errors(opts.label), _rejects(params["rejects"], "publish", opts.server_id, params["output"]), \
             _progress(opts.label, "publish"):
         spark = ctx.session("publish")
-        internal, external = (adapter.parse_lines(jobs.collect_lines(spark, params[f"input_{side}"],
-                                                                     f"--input-{side}"))
-                              for side in ("internal", "external"))
-        try:
-            record = stages.publish(opts.config, "AB".index(opts.server_id), internal, external,
-                                    params["min_batch_size"], params["prec"], params["max_error_ratio"])
-        except PublishError as exc:
-            raise ConfigError(f"{opts.label}: refusing to publish: {exc}") from None
-        jobs.write_one(spark, record, params["output"])
+        with scratch(spark) as staged:
+            inputs = _inputs(staged, params)
+            internal, external = (adapter.parse_lines(jobs.collect_lines(spark, inputs[f"input_{side}"],
+                                                                         f"--input-{side}"))
+                                  for side in ("internal", "external"))
+            try:
+                record = stages.publish(opts.config, "AB".index(opts.server_id), internal, external,
+                                        params["min_batch_size"], params["prec"], params["max_error_ratio"])
+            except PublishError as exc:
+                raise ConfigError(f"{opts.label}: refusing to publish: {exc}") from None
+            jobs.write_one(spark, record, staged.write(params["output"], "--output"))
     warn(opts.label, f"published {record['total'] - record['error']} valid clients "
                       f"({record['error']} errors out of {record['total']} total)")
 
@@ -252,10 +263,11 @@ def encode_shares(ctx: _Context, n_data: int, batch_id: bytes, public_key_hex_in
     with stage_errors(label), _rejects(rejects, "encode-shares", None, output_a, output_b) as sink:
         spark = ctx.session("encode-shares")
         # Shares are random: both outputs are written from one persisted computation.
-        with _persisted(jobs.encode(spark, spec, input_, prec)) as result:
+        with scratch(spark) as staged, \
+                _persisted(jobs.encode(spark, spec, staged.read(input_, "--input"), prec)) as result:
             counts = jobs.counts(result)
-            jobs.write_shares(result, "a", output_a)
-            jobs.write_shares(result, "b", output_b)
+            jobs.write_shares(result, "a", staged.write(output_a, "--output-A"))
+            jobs.write_shares(result, "b", staged.write(output_b, "--output-B"))
             for entry in counts.listed:
                 sink(entry)
     tally = adapter.tally_from_counts("encode-shares", counts.total, counts.reasons)
@@ -282,7 +294,8 @@ def generate(ctx: _Context, n_data: int, batch_id: bytes, public_key_hex_interna
     spark = ctx.session("generate")
     n_partitions = jobs.partitions_for(spec, n_rows, scale, partition_size_mb)
     click.echo(f"writing {n_partitions} partitions")
-    jobs.generate(spark, spec, output, n_rows, scale, n_partitions)
+    with stage_errors("generate"), scratch(spark) as staged:
+        jobs.generate(spark, spec, staged.write(output, "--output"), n_rows, scale, n_partitions)
 
 
 @entry_point.command("generate-integration")
@@ -320,7 +333,9 @@ def generate_integration(ctx: _Context, data_config: str | None, public_key_hex_
         plan.append((IntegrationRow(batch.batch_id, batch.n_data, batch.n_data + 1), 1))
     unknown = integration.UNKNOWN_BATCH_N_DATA
     plan.append((IntegrationRow(integration.UNKNOWN_BATCH, unknown, unknown), n_rows))
-    jobs.generate_integration(ctx.session("generate-integration"), spec, plan, output, n_partitions)
+    spark = ctx.session("generate-integration")
+    with stage_errors("generate-integration"), scratch(spark) as staged:
+        jobs.generate_integration(spark, spec, plan, staged.write(output, "--output"), n_partitions)
 
 
 def main() -> None:

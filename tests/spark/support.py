@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,8 @@ def payloads(folder: Path) -> dict[str, str]:
 class Chain:
     """Both servers' stages of a vector case, run by `prio-spark` or by `prio --evaluation-point fixed`."""
 
-    def __init__(self, case: Any, root: Path, spark_cli: bool, inputs: dict[str, Path] | None = None) -> None:
+    def __init__(self, case: Any, root: Path, spark_cli: bool,
+                 inputs: Mapping[str, Path | str] | None = None) -> None:
         from click.testing import CliRunner
 
         from prio_processor.cli import entry_point as prio_cli
@@ -30,7 +32,7 @@ class Chain:
         self.case = case
         self.root = root
         self.spark_cli = spark_cli
-        self.inputs = inputs or {s: case.raw_path(s) for s in "AB"}
+        self.inputs: Mapping[str, Path | str] = inputs or {s: case.raw_path(s) for s in "AB"}
         self._group = spark_cli_group if spark_cli else prio_cli
         self._runner = CliRunner()
 
