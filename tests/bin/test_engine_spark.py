@@ -58,7 +58,7 @@ def test_spark_submit_must_name_a_command(tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["--engine", "flink"], "engine must be one of: cli, spark (--engine)"),
-    (["--engine", "spark", "--gcs-emulator"], "--engine spark reads buckets through Spark"),
+    (["--engine", "spark", "--storage", "s3"], "--engine spark: local folder or GCS API server buckets only"),
 ])
 def test_integrate_refuses_engines_it_cannot_run(args, message):
     result = subprocess.run([str(BIN / "integrate"), *args], env=script_env(), capture_output=True, text=True,
