@@ -435,7 +435,33 @@ def _unless_precondition_fails(what: str, func: Callable[..., Any], *args: Any, 
     return _gcs_call(what, call)
 
 
-class GcsLocation(Location):
+class ObjectLocation(Location):
+    """An object in a bucket: written whole through an unnamed temporary file (nothing is left
+    behind even if the process is killed), then uploaded by `_upload`."""
+
+    @contextlib.contextmanager
+    def open_write(self, pending: PendingWrites | None = None) -> Iterator[IO[bytes]]:
+        tmp = tempfile.TemporaryFile(prefix="prio-upload-")  # noqa: SIM115  # closed after its upload
+        try:
+            yield tmp
+            try:
+                tmp.flush()
+            except OSError as exc:
+                raise StorageError(f"cannot write {self.uri}: {exc.strerror or exc}") from None
+        except BaseException:
+            tmp.close()
+            raise
+        if pending is None:
+            self._upload(tmp)
+        else:
+            pending.add(lambda: self._upload(tmp), tmp.close)
+
+    def _upload(self, tmp: IO[bytes]) -> None:
+        """Upload the spooled file (from its start) to this object, then close it."""
+        raise NotImplementedError
+
+
+class GcsLocation(ObjectLocation):
     def __init__(self, bucket: str, key: str) -> None:
         if not bucket:
             raise StorageError("a gs:// location needs a bucket name")
@@ -520,24 +546,6 @@ class GcsLocation(Location):
         if blob is None:
             raise StorageError(f"cannot read {self.uri}: no such object")
         return f"{blob.size}:{blob.generation}"
-
-    @contextlib.contextmanager
-    def open_write(self, pending: PendingWrites | None = None) -> Iterator[IO[bytes]]:
-        # An unnamed temporary file: nothing is left behind even if the process is killed.
-        tmp = tempfile.TemporaryFile(prefix="prio-upload-")  # noqa: SIM115  # closed after its upload
-        try:
-            yield tmp
-            try:
-                tmp.flush()
-            except OSError as exc:
-                raise StorageError(f"cannot write {self.uri}: {exc.strerror or exc}") from None
-        except BaseException:
-            tmp.close()
-            raise
-        if pending is None:
-            self._upload(tmp)
-        else:
-            pending.add(lambda: self._upload(tmp), tmp.close)
 
     def _upload(self, tmp: IO[bytes]) -> None:
         with tmp:

@@ -18,13 +18,12 @@ import contextlib
 import io
 import json
 import os
-import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import IO, Any
 
-from .locations import S3_SCHEME, Location, PendingWrites, StorageError
+from .locations import S3_SCHEME, Location, ObjectLocation, StorageError
 
 CONFIG_ENV = "PRIO_S3_CONFIG"
 _READ_BUFFER = 1 << 20
@@ -267,7 +266,7 @@ class _ObjectReader(io.RawIOBase):
         super().close()
 
 
-class S3Location(Location):
+class S3Location(ObjectLocation):
     def __init__(self, bucket: str, key: str) -> None:
         if not bucket:
             raise StorageError("an s3:// location needs a bucket name")
@@ -307,18 +306,11 @@ class S3Location(Location):
 
     def _head(self) -> dict[str, Any] | None:
         """The object's metadata, or None when there is no such object."""
-        from botocore import exceptions as boto
-
         if not self.key:
             return None
-        try:
-            return dict(self._client.head_object(Bucket=self.bucket_name, Key=self.key))
-        except boto.ClientError as exc:
-            if _code(exc) in _NOT_FOUND:
-                return None
-            return _call(f"cannot read {self.uri}", _reraise, exc)
-        except (boto.BotoCoreError, OSError) as exc:
-            return _call(f"cannot read {self.uri}", _reraise, exc)
+        found = _unless(_NOT_FOUND, f"cannot read {self.uri}", self._client.head_object,
+                        Bucket=self.bucket_name, Key=self.key)
+        return None if found is None else dict(found)
 
     def is_file(self) -> bool:
         return self._head() is not None
@@ -365,24 +357,6 @@ class S3Location(Location):
         modified = head["LastModified"].timestamp()
         return f"{head['ContentLength']}:{head['ETag'].strip(chr(34))}:{modified:.6f}"
 
-    @contextlib.contextmanager
-    def open_write(self, pending: PendingWrites | None = None) -> Iterator[IO[bytes]]:
-        # An unnamed temporary file: nothing is left behind even if the process is killed.
-        tmp = tempfile.TemporaryFile(prefix="prio-upload-")  # noqa: SIM115  # closed after its upload
-        try:
-            yield tmp
-            try:
-                tmp.flush()
-            except OSError as exc:
-                raise StorageError(f"cannot write {self.uri}: {exc.strerror or exc}") from None
-        except BaseException:
-            tmp.close()
-            raise
-        if pending is None:
-            self._upload(tmp)
-        else:
-            pending.add(lambda: self._upload(tmp), tmp.close)
-
     def _upload(self, tmp: IO[bytes]) -> None:
         from boto3.s3.transfer import TransferConfig
 
@@ -398,21 +372,14 @@ class S3Location(Location):
 
     # Conditional writes (see `Location`): the generation is the object's entity tag; every lock
     # record differs (owner, pid, times), so two versions never share a tag.
-    _PRECONDITION = ("PreconditionFailed", "412", "ConditionalRequestConflict", "409")
+    #: A condition that did not hold: the object changed, exists already, or is gone.
+    _FAILED_CONDITION = ("PreconditionFailed", "412", "ConditionalRequestConflict", "409", *_NOT_FOUND)
 
     def _put_if(self, data: bytes, **condition: str) -> str | None:
         """PutObject under `condition` (If-None-Match or If-Match): the new tag, or None if it failed."""
-        from botocore import exceptions as boto
-
-        try:
-            response = self._client.put_object(Bucket=self.bucket_name, Key=self.key, Body=data, **condition)
-        except boto.ClientError as exc:
-            if _code(exc) in (*self._PRECONDITION, *_NOT_FOUND):
-                return None
-            return _call(f"cannot write {self.uri}", _reraise, exc)
-        except (boto.BotoCoreError, OSError) as exc:
-            return _call(f"cannot write {self.uri}", _reraise, exc)
-        return str(response["ETag"])
+        response = _unless(self._FAILED_CONDITION, f"cannot write {self.uri}", self._client.put_object,
+                           Bucket=self.bucket_name, Key=self.key, Body=data, **condition)
+        return None if response is None else str(response["ETag"])
 
     def create_if_absent(self, data: bytes) -> str | None:
         """`If-None-Match: *`: of two writers racing, exactly one wins."""
@@ -422,30 +389,17 @@ class S3Location(Location):
         return self._put_if(data, IfMatch=generation)
 
     def read_generation(self) -> tuple[bytes, str] | None:
-        from botocore import exceptions as boto
-
-        try:
-            response = self._client.get_object(Bucket=self.bucket_name, Key=self.key)
-            return response["Body"].read(), str(response["ETag"])
-        except boto.ClientError as exc:
-            if _code(exc) in _NOT_FOUND:
-                return None
-            return _call(f"cannot read {self.uri}", _reraise, exc)
-        except (boto.BotoCoreError, OSError) as exc:
-            return _call(f"cannot read {self.uri}", _reraise, exc)
+        response = _unless(_NOT_FOUND, f"cannot read {self.uri}", self._client.get_object,
+                           Bucket=self.bucket_name, Key=self.key)
+        if response is None:
+            return None
+        data = _call(f"cannot read {self.uri}", response["Body"].read)
+        return data, str(response["ETag"])
 
     def delete_if_generation(self, generation: str) -> bool:
-        from botocore import exceptions as boto
-
-        try:
-            self._client.delete_object(Bucket=self.bucket_name, Key=self.key, IfMatch=generation)
-        except boto.ClientError as exc:
-            if _code(exc) in (*self._PRECONDITION, *_NOT_FOUND):
-                return False
-            return bool(_call(f"cannot delete {self.uri}", _reraise, exc))
-        except (boto.BotoCoreError, OSError) as exc:
-            return bool(_call(f"cannot delete {self.uri}", _reraise, exc))
-        return True
+        deleted = _unless(self._FAILED_CONDITION, f"cannot delete {self.uri}", self._client.delete_object,
+                          Bucket=self.bucket_name, Key=self.key, IfMatch=generation)
+        return deleted is not None
 
     def clear_stale_temporaries(self, names: Iterable[str] | None = None) -> int:
         """Abort the unfinished multipart uploads below this folder (of the files `names` in it
@@ -500,6 +454,21 @@ class S3Location(Location):
 
 def _reraise(exc: BaseException) -> Any:
     raise exc
+
+
+def _unless(codes: Iterable[str], what: str, func: Callable[..., Any], **kwargs: Any) -> Any:
+    """`func(**kwargs)`, or None when the store answers with one of the error `codes` (no such
+    object, a failed condition); other failures as `_call` gives them."""
+    from botocore import exceptions as boto
+
+    try:
+        return func(**kwargs)
+    except boto.ClientError as exc:
+        if _code(exc) in codes:
+            return None
+        return _call(what, _reraise, exc)
+    except (boto.BotoCoreError, OSError) as exc:
+        return _call(what, _reraise, exc)
 
 
 def s3_location(text: str) -> S3Location:
