@@ -179,12 +179,15 @@ def run_server_chain(
     workers: int = 1,
     cache: Path | None = None,
     notice: Callable[[str], None] | None = None,
+    before: Callable[[str, str], None] | None = None,
 ) -> dict[str, bytes]:
     """Both servers' verify1, verify2 and aggregate through the runner, each into out/<server>/<stage>
     with rejects in out/rejects/<server> (and, with `cache`, verify1's cache in <cache>/<server>):
-    every file written below `out`, by relative path."""
+    every file written below `out`, by relative path. `before(stage, server)` runs before each step."""
 
     def step(stage: str, s: str, prev: str | None) -> None:
+        if before is not None:
+            before(stage, s)
         inputs = runner.Inputs(location(raw[s]))
         if prev:
             inputs = runner.Inputs(location(raw[s]), location(out / s / prev), location(out / PEER[s] / prev))

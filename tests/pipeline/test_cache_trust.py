@@ -16,7 +16,7 @@ from prio_processor.pipeline import runner
 from prio_processor.pipeline.errors import InputError
 from prio_processor.storage import location
 
-from tests_support import PEER, Pair, run_verify_chain, tampered_shares, write_parts
+from tests_support import PEER, Pair, run_server_chain, tampered_shares, write_parts
 
 
 @pytest.fixture
@@ -89,27 +89,14 @@ FAULTS: dict[str, Callable[[Path], None]] = {
 def _chain(pair: Pair, raw: dict[str, Path], out: Path, cache: Path | None, fault=None) -> list[str]:
     """Both servers through verify1, verify2, aggregate and publish; `fault` changes A's cache
     after verify1. The notices the stages gave."""
-    servers = {"A": pair.a, "B": pair.b}
     notices: list[str] = []
 
-    def step(stage: str, s: str, prev: str | None) -> None:
+    def before(stage: str, s: str) -> None:
         if fault is not None and cache is not None and stage == "verify2" and s == "A":
             fault(cache / "A" / "cache-part-00001.json.rows")
-        inputs = runner.Inputs(location(raw[s]))
-        if prev:
-            inputs = runner.Inputs(location(raw[s]), location(out / s / prev), location(out / PEER[s] / prev))
-        runner.run_stage(
-            stage,
-            servers[s],
-            inputs,
-            location(out / s / stage),
-            location(out / "rejects" / s),
-            schedule=Schedule.FIXED,
-            cache=None if cache is None else location(cache / s),
-            notice=notices.append,
-        )
 
-    run_verify_chain(step)
+    run_server_chain({"A": pair.a, "B": pair.b}, raw, out, Schedule.FIXED, cache=cache, notice=notices.append,
+                     before=before)
     for s in PEER:
         runner.run_stage(
             "publish",
