@@ -27,7 +27,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from functools import lru_cache
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, ClassVar
 
 GCS_SCHEME = "gs://"
 S3_SCHEME = "s3://"
@@ -436,8 +436,20 @@ def _unless_precondition_fails(what: str, func: Callable[..., Any], *args: Any, 
 
 
 class ObjectLocation(Location):
-    """An object in a bucket: written whole through an unnamed temporary file (nothing is left
-    behind even if the process is killed), then uploaded by `_upload`."""
+    """An object (or a prefix) in a bucket: written whole through an unnamed temporary file
+    (nothing is left behind even if the process is killed), then uploaded by `_upload`."""
+
+    SCHEME: ClassVar[str]
+
+    def __init__(self, bucket: str, key: str) -> None:
+        if not bucket:
+            raise StorageError(f"a location in {self.SCHEME} needs a bucket name")
+        self.bucket_name = bucket
+        self.key = key.strip("/")
+        self.uri = f"{self.SCHEME}{bucket}/{self.key}" if self.key else f"{self.SCHEME}{bucket}"
+
+    def _prefix(self) -> str:
+        return f"{self.key}/" if self.key else ""
 
     @contextlib.contextmanager
     def open_write(self, pending: PendingWrites | None = None) -> Iterator[IO[bytes]]:
@@ -462,19 +474,11 @@ class ObjectLocation(Location):
 
 
 class GcsLocation(ObjectLocation):
-    def __init__(self, bucket: str, key: str) -> None:
-        if not bucket:
-            raise StorageError("a gs:// location needs a bucket name")
-        self.bucket_name = bucket
-        self.key = key.strip("/")
-        self.uri = f"{GCS_SCHEME}{bucket}/{self.key}" if self.key else f"{GCS_SCHEME}{bucket}"
+    SCHEME = GCS_SCHEME
 
     @property
     def _bucket(self) -> Any:
         return _gcs_client().bucket(self.bucket_name)
-
-    def _prefix(self) -> str:
-        return f"{self.key}/" if self.key else ""
 
     def create_bucket(self) -> None:
         client = _gcs_client()
@@ -605,11 +609,6 @@ def overlapping(a: Location, b: Location) -> bool:
     if isinstance(a, LocalLocation) and isinstance(b, LocalLocation):
         first, second = a.path.resolve(), b.path.resolve()
         return first == second or first in second.parents or second in first.parents
-    if isinstance(a, GcsLocation) and isinstance(b, GcsLocation):
-        if a.bucket_name != b.bucket_name:
-            return False
-        key_a, key_b = a._prefix(), b._prefix()
-        return key_a.startswith(key_b) or key_b.startswith(key_a)
     uri_a, uri_b = a.uri.rstrip("/") + "/", b.uri.rstrip("/") + "/"
     return type(a) is type(b) and (uri_a.startswith(uri_b) or uri_b.startswith(uri_a))
 

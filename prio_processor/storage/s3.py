@@ -267,19 +267,11 @@ class _ObjectReader(io.RawIOBase):
 
 
 class S3Location(ObjectLocation):
-    def __init__(self, bucket: str, key: str) -> None:
-        if not bucket:
-            raise StorageError("an s3:// location needs a bucket name")
-        self.bucket_name = bucket
-        self.key = key.strip("/")
-        self.uri = f"{S3_SCHEME}{bucket}/{self.key}" if self.key else f"{S3_SCHEME}{bucket}"
+    SCHEME = S3_SCHEME
 
     @property
     def _client(self) -> Any:
         return client(self.bucket_name)
-
-    def _prefix(self) -> str:
-        return f"{self.key}/" if self.key else ""
 
     def create_bucket(self) -> None:
         from botocore import exceptions as boto
