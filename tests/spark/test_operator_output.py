@@ -24,7 +24,8 @@ def test_prio_spark_reports_progress_without_meaningless_warnings(tmp_path):
     _, public_b = keys.generate_keypair()
     integration.generate([BATCH], public_a, public_b, location(str(tmp_path / "a")),
                          location(str(tmp_path / "b")), n_rows=20)
-    env = script_env(PROGRESS_INTERVAL="2")
+    # Often enough that a line falls while the JVM starts, however fast the machine.
+    env = script_env(PROGRESS_INTERVAL="0.25")
     env.pop("SPARK_LOCAL_IP", None)  # as on an operator's machine: Spark finds its own address
     env["PYSPARK_PYTHON"] = os.environ.get("PYSPARK_PYTHON", str(VENV_BIN / "python"))
     result = run_watched(
