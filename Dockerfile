@@ -53,6 +53,8 @@ RUN pip install --no-deps --no-index /tmp/dist/*.whl && rm -rf /tmp/dist
 WORKDIR /app
 COPY bin ./bin
 COPY config ./config
+# config/test-small.json links to the package's copy (.dockerignore leaves the link out).
+COPY prio_processor/data/test-small.json ./config/
 USER 10001:10001
 CMD ["bin/process"]
 
@@ -69,8 +71,11 @@ RUN pip install --no-deps --no-index /tmp/dist/*.whl && rm -rf /tmp/dist \
 WORKDIR /app
 COPY bin ./bin
 COPY config ./config
+# config/test-small.json links to the package's copy (.dockerignore leaves the link out).
+COPY prio_processor/data/test-small.json ./config/
 COPY tests ./tests
 COPY benchmarks ./benchmarks
+COPY scripts ./scripts
 ENV STORAGE_BASE=/srv/storage
 USER 10001:10001
 CMD ["bin/integrate", "--gcs-emulator"]

@@ -11,8 +11,10 @@ there is none); a failed one is answered as Cloud Storage answers it, 412 Precon
 Failed, and the handler does not run. The check and the handler run under one lock, so
 concurrent requests cannot slip between them.
 
-Usage: scripts/gcs_api_server.py --host 127.0.0.1 --port PORT  (in memory; any other
-arguments of `gcp-storage-emulator start` are passed on).
+Usage: scripts/gcs_api_server.py --host 127.0.0.1 --port PORT [--on-disk]
+In memory, or with --on-disk in the emulator's folder (STORAGE_BASE/STORAGE_DIR), where
+the objects outlive a restart; any other arguments of `gcp-storage-emulator start` are
+passed on.
 """
 
 from __future__ import annotations
@@ -105,4 +107,5 @@ def enforce_preconditions() -> None:
 if __name__ == "__main__":
     enforce_preconditions()
     arguments = sys.argv[1:]
-    main(["start", "--in-memory", "--quiet", *arguments])
+    where = [] if "--on-disk" in arguments else ["--in-memory"]
+    main(["start", *where, "--quiet", *(a for a in arguments if a != "--on-disk")])

@@ -165,7 +165,8 @@ def test_shellcheck_clean():
         *(BIN / n for n in SCRIPTS),
         *sorted((ROOT / "tests/acceptance").glob("*.sh")),
     ]
-    scripts += [ROOT / "scripts" / name for name in ("install-oracle", "base-image", "compose-integrate")]
+    scripts += [ROOT / "scripts" / name
+                for name in ("install-oracle", "base-image", "compose-integrate", "test-containers")]
     scripts += [ROOT / ".ci" / "run"]
     result = subprocess.run(
         [str(VENV_BIN / "shellcheck"), "-x", *map(str, scripts)], cwd=ROOT, capture_output=True, text=True

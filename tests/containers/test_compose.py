@@ -1,4 +1,5 @@
-"""`make compose-integrate`: both servers in their own containers against a GCS API server.
+"""`make compose-integrate`: both servers in their own containers against a GCS API server
+(or, with STORAGE=mixed, server B's buckets on an S3 API server container).
 
 While scripts/compose-integrate runs, every container of its compose project is inspected as
 it runs; neither that, the run's output, the images' history nor their layers may hold a
@@ -29,8 +30,8 @@ def _docker(*args: str) -> str:
 
 
 def _secrets(keys: Path) -> list[bytes]:
-    """The values to look for: both private keys (either case) and the shared secret."""
-    values = []
+    """The values to look for: both private keys (either case), the shared secret and the S3 keys."""
+    values = [path.read_text().strip().encode() for path in sorted(keys.glob("s3/*.secret"))]
     for name in ("server-a.key", "server-b.key"):
         key = (keys / name).read_text().strip()
         assert len(key) == 64
@@ -44,11 +45,12 @@ def _found(data: bytes, secrets: list[bytes]) -> list[bytes]:
     return [s for s in secrets if s in data]
 
 
-def _run_watched(engine: str, keys: Path) -> tuple[str, dict[str, str]]:
+def _run_watched(engine: str, storage: str, keys: Path) -> tuple[str, dict[str, str]]:
     """Run scripts/compose-integrate; its output, and `docker inspect` of each container seen running."""
-    project = f"prio-test-{engine}-{os.getpid()}"
+    project = f"prio-test-{engine}-{storage}-{os.getpid()}"
     env = {**os.environ, "COMPOSE_PROJECT_NAME": project}
-    command = [str(ROOT / "scripts/compose-integrate"), "--engine", engine, "--keys", str(keys)]
+    command = [str(ROOT / "scripts/compose-integrate"), "--engine", engine, "--storage", storage,
+               "--keys", str(keys)]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
     stdout = proc.stdout
     assert stdout is not None
@@ -85,13 +87,20 @@ def _run_watched(engine: str, keys: Path) -> tuple[str, dict[str, str]]:
     return output, inspected
 
 
-def _check(engine: str, tmp_path: Path) -> list[bytes]:
+def _check(engine: str, tmp_path: Path, storage: str = "gcs") -> tuple[list[bytes], set[str]]:
+    """Run compose-integrate, check its result and that no secret leaked; the secrets, the services."""
     keys = tmp_path / "keys"
-    output, inspected = _run_watched(engine, keys)
+    output, inspected = _run_watched(engine, storage, keys)
     assert "both servers published the expected counts" in output, output[-8000:]
     # The check's count lines: the kept batches of config/test-small.json (test-2 has no data).
     counted = [line.split(":")[0] for line in output.splitlines() if line.startswith("batch ")]
     assert counted == ["batch test-0", "batch test-1"], output[-8000:]
+    # Each server's summary names where it published.
+    bucket_b = "s3://b-private/" if storage == "mixed" else "gs://b-private/"
+    for server, bucket in (("A", "gs://a-private/"), ("B", bucket_b)):
+        summary = f"process {server}: summary: batch test-0: 99 valid"
+        lines = [line for line in output.splitlines() if summary in line]
+        assert len(lines) == 1 and f"published {bucket}" in lines[0], (server, lines)
     services = {name.split()[0] for name in inspected}
     assert {"storage", "server-a", "server-b"} <= services, services
     # Keys on the host: uid 10001's, readable by it alone.
@@ -102,11 +111,11 @@ def _check(engine: str, tmp_path: Path) -> list[bytes]:
     assert not _found(output.encode(), secrets), "a secret in compose-integrate's output"
     for name, state in inspected.items():
         assert not _found(state.encode(), secrets), f"a secret in docker inspect of {name}"
-    return secrets
+    return secrets, services
 
 
 def test_compose_integrate_cli_and_no_secret_in_containers_history_or_layers(tmp_path):
-    secrets = _check("cli", tmp_path)
+    secrets, _ = _check("cli", tmp_path)
     for image in IMAGES:
         history = _docker("history", "--no-trunc", "--format", "{{.CreatedBy}}", image)
         assert "useradd --uid 10001" in history  # the whole history, not an empty answer
@@ -126,3 +135,12 @@ def test_compose_integrate_cli_and_no_secret_in_containers_history_or_layers(tmp
 
 def test_compose_integrate_spark(tmp_path):
     _check("spark", tmp_path)
+
+
+def test_compose_integrate_mixed_with_server_b_on_an_s3_server(tmp_path):
+    secrets, services = _check("cli", tmp_path, storage="mixed")
+    assert "s3" in services, services
+    # B's organisation's two users: their secret keys were among the values searched for.
+    keys = sorted(path.name for path in (tmp_path / "keys" / "s3").glob("*.secret"))
+    assert keys == ["admin.secret", "partner.secret"], keys
+    assert len(secrets) == 2 + 5, len(secrets)

@@ -24,6 +24,7 @@ def test_runtime_image_runs_every_command_as_uid_10001():
         prio --help >/dev/null && prio-spark --help >/dev/null && prio-processor --help >/dev/null
         bin/process --help | head -n 1
         ls config
+        test -r config/test-small.json && test ! -L config/test-small.json && echo "test-small.json readable"
         java -version 2>&1 | head -n 1
         prio keygen | python3 -c 'import json, sys; print(sorted(json.load(sys.stdin)))'
         """)
@@ -31,7 +32,7 @@ def test_runtime_image_runs_every_command_as_uid_10001():
     lines = result.stdout.splitlines()
     assert lines[:3] == ["10001", "10001", "/app"]
     assert lines[3] == "Run one Prio server over every batch of DATA_CONFIG against its buckets:"
-    assert "test-small.json" in lines
+    assert "test-small.json readable" in lines
     assert lines[-2].startswith('openjdk version "17.')
     assert lines[-1] == "['private_key', 'public_key']"
 
