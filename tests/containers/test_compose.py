@@ -31,7 +31,8 @@ def _docker(*args: str) -> str:
 
 def _secrets(keys: Path) -> list[bytes]:
     """The values to look for: both private keys (either case), the shared secret and the S3 keys."""
-    values = [path.read_text().strip().encode() for path in sorted(keys.glob("s3/*.secret"))]
+    # The S3 users' secret keys, written by the S3 API server of STORAGE=mixed (else empty).
+    values = [key for path in sorted(keys.glob("s3/*.secret")) if (key := path.read_text().strip().encode())]
     for name in ("server-a.key", "server-b.key"):
         key = (keys / name).read_text().strip()
         assert len(key) == 64
