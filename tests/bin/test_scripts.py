@@ -839,6 +839,27 @@ def _refused_by(log: str, holder: dict) -> None:
     assert f"is held by process A (host {holder['host']}, pid {holder['pid']}, started " in line, log
 
 
+def test_a_stopped_run_lets_go_of_its_lock(tmp_path):
+    """SIGTERM to the run (the one process bin/process becomes) while it waits for the partner:
+    it exits 143 and deletes its lock, so that the next run need not wait for it to expire."""
+    deployment = Deployment(tmp_path)
+    deployment.generate()
+    deployment.server["A"].update(RETRY_LIMIT="30", RETRY_DELAY="10")
+    run = deployment.process("A")
+    holder = _wait_for_lock(deployment, run)
+    assert holder["pid"] == run.pid  # bin/process became the run: the lock names it
+    shared = deployment.data_root("B", "shared") / "intermediate/external/verify1/_SUCCESS"
+    deadline = time.monotonic() + 120
+    while not shared.exists():  # A has shared verify1 and waits for B
+        assert time.monotonic() < deadline and run.poll() is None
+        time.sleep(0.05)
+    run.send_signal(signal.SIGTERM)
+    code, log = _finish(run, timeout=60)
+    assert code == 143, log
+    assert not _lock_file(deployment).exists()
+    assert "Traceback" not in log
+
+
 @pytest.mark.slow
 def test_two_runs_of_one_server_started_together(tmp_path):
     """Started together, one run gets the lock and the other exits 2 before deleting anything."""
