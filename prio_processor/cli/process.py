@@ -217,10 +217,13 @@ class SparkSubmitEngine(Engine):
         self._command = [submit, *shlex.split(submit_args)]
 
     def run(self, stage: str, args: Sequence[str], sink: Sink) -> int:
-        from ..spark import submit as entry  # only its path: spark-submit runs it
+        import importlib.util
 
+        # Its path only: spark-submit runs it (pyspark need not be importable here).
+        spec = importlib.util.find_spec("prio_processor.spark.submit")
+        assert spec is not None and spec.origin is not None, "part of this package"
         with subprocess.Popen(
-            [*self._command, str(entry.__file__), stage, *args],
+            [*self._command, spec.origin, stage, *args],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
