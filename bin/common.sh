@@ -1,6 +1,6 @@
 # shellcheck shell=bash disable=SC2034  # (its constants are used by the scripts that source it)
-# Shared by the bin/ scripts (sourced, not run): flags, variables, logging,
-# the bucket layout and the one place a stage command is launched.
+# Shared by the bin/ scripts (sourced, not run): flags, variables, logging and
+# the bucket layout (bin/process runs its stages in one process: `prio process`).
 
 script_name=${0##*/}
 
@@ -29,13 +29,6 @@ log() {
     TZ=UTC printf '[%(%H:%M:%S)T] %s%s: %s\n' -1 "$script_name" "${SERVER_ID:+ $SERVER_ID}" "$message" >&2
 }
 
-# log_batch BATCH_ID MESSAGE...
-log_batch() {
-    local batch_id=$1
-    shift
-    log "batch ${batch_id}: $*"
-}
-
 # The last part of a pipeline runs in this shell, so that `prefixed` can set variables.
 shopt -s lastpipe
 
@@ -52,12 +45,6 @@ prefixed() {
         log "${label}: ${line}"
     done
     return "${PIPESTATUS[0]}"
-}
-
-# without_stdout COMMAND...: COMMAND with its stdout discarded (for `prefixed`, which logs
-# what COMMAND prints on stderr).
-without_stdout() {
-    "$@" >/dev/null
 }
 
 # timed LABEL COMMAND...: run COMMAND and log how long it took.
@@ -305,40 +292,6 @@ check_engine() {
     fi
 }
 
-# spark_stage STAGE OPTION...: prio-spark in local mode (SPARK_MASTER picks another master), or
-# through $SPARK_SUBMIT with SPARK_SUBMIT_ARGS (split on white space, e.g. `--master URL`) first.
-spark_stage() {
-    if [[ -n ${SPARK_SUBMIT:-} ]]; then
-        local submit_args=() entry
-        read -ra submit_args <<<"${SPARK_SUBMIT_ARGS:-}"
-        entry=$(python3 -c 'import importlib.util
-print(importlib.util.find_spec("prio_processor.spark.submit").origin)')
-        exec "$SPARK_SUBMIT" "${submit_args[@]}" "$entry" "$@"
-    fi
-    if command -v prio-spark >/dev/null; then
-        exec prio-spark "$@"
-    fi
-    exec python3 -m prio_processor.spark "$@"
-}
-
-# run_stage STAGE OPTION...: the one place a server stage is launched. The
-# secrets reach it through its environment only (never its arguments or any
-# other command), from a subshell so they stay unexported in this script.
-run_stage() {
-    local stage=$1
-    shift
-    (
-        local secret
-        for secret in PRIVATE_KEY_HEX PRIVATE_KEY_FILE SHARED_SECRET SHARED_SECRET_FILE; do
-            [[ -z ${!secret:-} ]] || export "${secret?}"
-        done
-        case ${ENGINE:?} in
-            cli) exec prio "$stage" "$@" ;;
-            spark) spark_stage "$stage" "$@" ;;
-        esac
-    )
-}
-
 # stop_group PID: end the process group of PID, a background job that makes
 # itself a group (`exec setsid ...`): TERM, up to 5 seconds to exit, then KILL.
 # A job that has not become its own group yet is signalled by its pid alone, so
@@ -356,7 +309,7 @@ stop_group() {
     wait "$pid" 2>/dev/null || true
 }
 
-# ---------------------------------------------------- private data and the run lock
+# ------------------------------------------------------------------ private data
 
 # canonical LOCATION: a local path resolved (`..`, symbolic links), a URI as it is.
 canonical() {
@@ -376,35 +329,4 @@ keep_apart() {
             die "${path} (this server's shares in clear) must not lie inside or hold ${name}, which the partner reads"
         fi
     done
-}
-
-# lock_take PATH: hold the lock object PATH until this script exits (one run per server and
-# date): `prio bucket lock` takes it (LOCK_TTL seconds, renewed in the background) and
-# deletes it when its input, a pipe from this shell, closes. Exits 2, with the holder's one
-# line, when another run holds it or the store cannot lock.
-lock_take() {
-    local line=
-    coproc LOCK_HOLDER { exec prio bucket lock "$1" --owner "${script_name} ${SERVER_ID:-}" --ttl "$LOCK_TTL"; }
-    lock_holder=$LOCK_HOLDER_PID
-    lock_input=${LOCK_HOLDER[1]}
-    IFS= read -r line <&"${LOCK_HOLDER[0]}" || true
-    if [[ $line != locked* ]]; then
-        wait "$lock_holder" || exit
-        exit 2
-    fi
-    trap lock_release EXIT
-    log "took the run lock ${line#locked }"
-}
-
-# lock_check: exit 2 if the lock was lost (its holder ended: another run took it over).
-lock_check() {
-    [[ -z ${lock_holder:-} ]] || kill -0 "$lock_holder" 2>/dev/null || die "lost the run lock: stopping"
-}
-
-# lock_release: delete the lock and wait until it is gone (at exit).
-lock_release() {
-    [[ -n ${lock_holder:-} ]] || return 0
-    exec {lock_input}>&-
-    wait "$lock_holder" || true
-    lock_holder=
 }

@@ -36,6 +36,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "prio_processor.cli.summary:summary_command",
         "Print what a server's run did, batch by batch.",
     ),
+    "process": (
+        "prio_processor.cli.process:process_command",
+        "One server's whole run, as bin/process starts it once it has checked its settings.",
+    ),
     "integration": (
         "prio_processor.cli.integration:integration_group",
         "Deterministic test data for both servers, and the check of what they published.",

@@ -144,17 +144,38 @@ def lagrange_weights(point: int, n: int) -> list[int]:
     return weights
 
 
+#: Dot products up to this long take canonical weights as three 30-bit limbs: 12 limb
+#: products instead of 16, each sum still below 2**63 (2**22 x 2**30 x 2**11).
+_WIDE_MAX_LENGTH = 1 << 11
+_WIDE_BITS = 30
+_VALUE_LIMBS = range(limbs.LIMBS)
+
+
+def _wide_weights(weights: limbs.Limbs) -> list[np.ndarray] | None:
+    """Canonical weights (4, N), limbs in [0, 2**22), as three 30-bit limbs; None otherwise."""
+    if weights.shape[-1] > _WIDE_MAX_LENGTH or weights.min() < 0 or weights.max() > limbs.MASK:
+        return None
+    l0, l1, l2, l3 = weights
+    return [l0 | (l1 & 0xFF) << 22, l1 >> 8 | (l2 & 0xFFFF) << 14, l2 >> 16 | l3 << 6]
+
+
 def dot(values: limbs.Limbs, weights: limbs.Limbs) -> list[int]:
     """sum_j values[..., j] * weights[j] mod p per row; values (4, B, N), weights (4, N).
 
     Limbs must be at most 2**22 in size, so each of the 16 limb matrix-vector
-    products stays below 2**63 for N <= 2**19.
+    products stays below 2**63 for N <= 2**19 (12 products with 30-bit weight
+    limbs for N <= 2**11).
     """
     rows = values.shape[1]
     totals = [0] * rows
-    for i in range(limbs.LIMBS):
-        for j in range(limbs.LIMBS):
-            column = (values[i] @ weights[j]).tolist()
-            shift = limbs.LIMB_BITS * (i + j)
-            totals = [t + (c << shift) for t, c in zip(totals, column)]
+    wide = _wide_weights(weights)
+    # (value limb, shift of its product with a weight limb, that weight limb)
+    if wide is not None:
+        shifted = [(i, limbs.LIMB_BITS * i + _WIDE_BITS * j, w)
+                   for i in _VALUE_LIMBS for j, w in enumerate(wide)]
+    else:
+        shifted = [(i, limbs.LIMB_BITS * (i + j), weights[j]) for i in _VALUE_LIMBS for j in _VALUE_LIMBS]
+    for i, shift, weight in shifted:
+        column = (values[i] @ weight).tolist()
+        totals = [t + (c << shift) for t, c in zip(totals, column)]
     return [t % MODULUS for t in totals]

@@ -106,14 +106,14 @@ class Server:
     def data_shares(self, packets: Sequence[ClientPacket]) -> limbs.Limbs:
         """Data shares (4, B, n) of a batch of packets opened with their data shares."""
         if self.index == SERVER_A:
-            return limbs.from_items12(np.stack(_every([p.data_items for p in packets], "data shares")))
+            return limbs.from_item_arrays(_every([p.data_items for p in packets], "data shares"))
         seeds = _every([p.seed for p in packets], "seed")
         return expand_seeds(seeds, self.config.batch_id, self.keying, self.config.n_data)
 
     def _h_points(self, packets: Sequence[ClientPacket]) -> limbs.Limbs:
         """h points (4, B, N) of a batch of packets opened with their h points."""
         if self.index == SERVER_A:
-            return limbs.from_items12(np.stack(_every([p.h_items for p in packets], "h points")))
+            return limbs.from_item_arrays(_every([p.h_items for p in packets], "h points"))
         n, big_n = self.config.n_data, self.config.n_points
         seeds = _every([p.seed for p in packets], "seed")
         # The data shares are drawn (h follows them) but never converted.

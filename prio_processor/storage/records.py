@@ -171,7 +171,7 @@ def read_all(
 
 def dumps(record: dict[str, Any]) -> str:
     """One record as the original tool wrote it (json.dumps default separators)."""
-    return json.dumps(record, default=_json_value)
+    return _ENCODER.encode(record)
 
 
 def _json_value(value: Any) -> Any:
@@ -181,6 +181,11 @@ def _json_value(value: Any) -> Any:
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
     raise TypeError(f"cannot write a value of type {type(value).__name__} as JSON")
+
+
+# json.dumps(record, default=...) builds an encoder per call (a third of the cost of a
+# verification packet's line); this one writes the same text.
+_ENCODER = json.JSONEncoder(default=_json_value)
 
 
 @contextlib.contextmanager

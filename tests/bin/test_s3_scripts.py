@@ -126,7 +126,7 @@ def test_two_servers_on_two_s3_endpoints_with_v41_variables(s3_servers, tmp_path
     # Secret keys reached no command line, no configuration and no log; the key given as a value is
     # named in the configuration, the one given as a file by its file.
     recorded = calls.read_text()
-    assert "bucket wait s3://" in recorded
+    assert "process --name process A " in recorded and " --raw s3://a-ingest/" in recorded
     for secret in _secrets(s3_servers):
         assert secret not in recorded
         assert all(secret not in log for log in logs.values())

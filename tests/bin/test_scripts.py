@@ -708,16 +708,18 @@ def test_a_re_run_without_the_partner_never_publishes_stale_counts(tmp_path):
 
 
 _RECORDING_PRIO = """#!/usr/bin/env bash
-# Records which prio command ran and whether a secret reached it, then runs prio.
+# Records how prio was started and whether a secret reached it, then runs prio.
 secrets=no
 [[ -n ${PRIVATE_KEY_HEX:-}${SHARED_SECRET:-}${PRIVATE_KEY_FILE:-}${SHARED_SECRET_FILE:-} ]] && secrets=yes
-echo "$1 ${2:-} ${3:-} secrets=$secrets cache=${CACHE:-none} rejects=${REJECTS:-}" >>"$PRIO_CALLS"
+echo "secrets=$secrets $*" >>"$PRIO_CALLS"
 exec "$REAL_PRIO" "$@"
 """
 
 
 @pytest.mark.slow
 def test_secrets_rejects_and_process_count(tmp_path):
+    """A server's run is one `prio process` (its stages in it): the secrets reach that process through
+    its environment, never its command line; rejects and verify1's cache stay in the private bucket."""
     batches = [{"batch_id": f"test-{i}", "n_data": 4} for i in range(4)]
     deployment = Deployment(tmp_path / "d", n_rows=6, batches=batches)
     deployment.generate()
@@ -733,35 +735,26 @@ def test_secrets_rejects_and_process_count(tmp_path):
             PRIO_CALLS=str(calls[s]),
             REAL_PRIO=str(VENV_BIN / "prio"),
         )
-    deployment.run_both()
-    lines = calls["A"].read_text().splitlines()
-    stages = ("verify1", "verify2", "aggregate", "publish")
-    stage_calls = [line for line in lines if line.split()[0] in stages]
-    other_calls = [line for line in lines if line.split()[0] not in stages]
-    assert len(stage_calls) == 4 * 3  # four stages of the three batches with data
-    assert all("secrets=yes" in line for line in stage_calls)
-    assert other_calls
-    assert all("secrets=no" in line for line in other_calls), other_calls
-    # One readiness call per stage, whatever the number of batches, and no per-batch checks.
-    assert sum(line.startswith("batches ") for line in other_calls) == 1 + 4
-    assert not [line for line in other_calls if line.startswith("bucket exists")]
+    log_a, _ = deployment.run_both()
+    for s in "AB":
+        [line] = calls[s].read_text().splitlines()
+        assert line.startswith(f"secrets=yes process --name process {s} "), line
+        for secret in (deployment.keys[s]["private_key"], deployment.seed):
+            assert secret not in line
+    # Every stage of the three batches with data ran, in that one process.
+    for stage in ("verify1", "verify2", "aggregate", "publish"):
+        assert sum(f": {stage}: Running {stage}" in line for line in log_a.splitlines()) == 3, stage
     # Rejects are listed in the private bucket, never in a folder the partner receives.
-    for line in stage_calls:
-        rejects = line.split("rejects=", 1)[1]
-        assert rejects.startswith(str(deployment.data_root("A") / "rejects")), line
+    [line] = calls["A"].read_text().splitlines()
+    assert f" --rejected {deployment.data_root('A') / 'rejects'} " in line
     rejected = deployment.data_root("A") / "rejects/verify1/batch_id=test-0"
     assert _files(rejected), "verify1 rejected the over-long client and lists it"
     for shared in ("a-shared", "b-shared"):
         assert not [p for p in _files(tmp_path / "d" / shared) if "reject" in p.name]
     # verify1, verify2 and aggregate share one cache per batch in the private bucket, deleted after aggregate.
     cache = deployment.data_root("A") / "intermediate/internal/cache"
-    for line in stage_calls:
-        stage, batch = line.split()[0], line.split()[2] if line.split()[1] == "--batch-id" else None
-        kept = line.split("cache=", 1)[1].split()[0]
-        if stage == "publish":
-            assert kept == "none", line
-        else:
-            assert kept == f"{cache}/batch_id={batch}", line
+    assert f" --cache {cache} " in line
+    assert "using the cache" not in log_a
     assert not _files(cache)
     for folder in ("a-shared", "b-shared", "b-private"):
         assert not [p for p in _files(tmp_path / "d" / folder) if "cache" in str(p)]
@@ -845,6 +838,27 @@ def _refused_by(log: str, holder: dict) -> None:
     [line] = log.strip().splitlines()
     assert "another run is going on" in line, log
     assert f"is held by process A (host {holder['host']}, pid {holder['pid']}, started " in line, log
+
+
+def test_a_stopped_run_lets_go_of_its_lock(tmp_path):
+    """SIGTERM to the run (the one process bin/process becomes) while it waits for the partner:
+    it exits 143 and deletes its lock, so that the next run need not wait for it to expire."""
+    deployment = Deployment(tmp_path)
+    deployment.generate()
+    deployment.server["A"].update(RETRY_LIMIT="30", RETRY_DELAY="10")
+    run = deployment.process("A")
+    holder = _wait_for_lock(deployment, run)
+    assert holder["pid"] == run.pid  # bin/process became the run: the lock names it
+    shared = deployment.data_root("B", "shared") / "intermediate/external/verify1/_SUCCESS"
+    deadline = time.monotonic() + 120
+    while not shared.exists():  # A has shared verify1 and waits for B
+        assert time.monotonic() < deadline and run.poll() is None
+        time.sleep(0.05)
+    run.send_signal(signal.SIGTERM)
+    code, log = _finish(run, timeout=60)
+    assert code == 143, log
+    assert not _lock_file(deployment).exists()
+    assert "Traceback" not in log
 
 
 @pytest.mark.slow
@@ -1065,34 +1079,30 @@ def test_a_batch_with_no_valid_client_fails_the_run_after_the_other_batches(tmp_
 @pytest.mark.slow
 def test_a_refused_publish_fails_its_batch_and_the_run_goes_on(tmp_path):
     """publish exits 2 when it refuses (too many errors, say): that batch is FAILED, the next one is
-    published, and the run exits 3. A `prio` in front of the real one refuses test-0 for server A."""
+    published, and the run exits 3. Three clients of test-0 with unreadable shares at both servers
+    and MAX_ERROR_RATIO 0.3 at A: A refuses test-0 (4 of 9 failed), not test-1 (1 of 6); B (0.5)
+    publishes both."""
     deployment = Deployment(tmp_path, n_rows=6, batches=THREE_BATCHES)
     deployment.generate()
-    front = tmp_path / "front"
-    front.mkdir()
-    (front / "prio").write_text(
-        "#!/usr/bin/env bash\n"
-        'if [[ $1 == publish && " $* " == *" --batch-id test-0 "* ]]; then\n'
-        '    echo "Error: server A, batch test-0: refusing to publish: planted by the test" >&2\n'
-        "    exit 2\n"
-        "fi\n"
-        f'exec {VENV_BIN / "prio"} "$@"\n'
-    )
-    (front / "prio").chmod(0o755)
-    env = deployment.server["A"]
-    env["PATH"] = f"{front}{os.pathsep}{env['PATH']}"
+    unreadable = "".join(json.dumps({"id": f"planted-{n}", "payload": "AAAA"}) + "\n" for n in range(3))
+    for server in "AB":
+        raw = deployment.data_root(server) / "raw/shares/batch_id=test-0"
+        (raw / "part-planted.ndjson").write_text(unreadable)
+    deployment.server["A"]["MAX_ERROR_RATIO"] = "0.3"
     a, b = deployment.process("A"), deployment.process("B")
     (code_a, log_a), (code_b, log_b) = _finish(a), _finish(b)
     assert (code_a, code_b) == (3, 0), log_a + log_b
+    assert "more than --max-error-ratio 0.3" in log_a
     assert "process A: batch test-0: publish refused: FAILED, going on with the other batches" in log_a
     summary = _summary(log_a, "A")
     assert summary[0] == (
-        "batch test-0: FAILED: nothing published (see the publish lines above), 6 total, "
-        "rejected wrong_length: 1"
+        "batch test-0: FAILED: nothing published (see the publish lines above), 9 total, "
+        "rejected decrypt_failed: 3; wrong_length: 1"
     )
     assert summary[1].startswith("batch test-1: 5 valid, 1 errors of 6 total")
     assert (deployment.published("A") / "batch_id=test-1/publish.ndjson").is_file()
     assert not (deployment.published("A") / "batch_id=test-0").exists()
+    assert _summary(log_b, "B")[0].startswith("batch test-0: 5 valid, 4 errors of 9 total")
 
 
 # ------------------------------------------------------ a new operator's first steps
