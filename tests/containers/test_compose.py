@@ -32,7 +32,8 @@ def _docker(*args: str) -> str:
 def _secrets(keys: Path) -> list[bytes]:
     """The values to look for: both private keys (either case), the shared secret and the S3 keys."""
     # The S3 users' secret keys, written by the S3 API server of STORAGE=mixed (else empty).
-    values = [key for path in sorted(keys.glob("s3/*.secret")) if (key := path.read_text().strip().encode())]
+    s3_keys = (path.read_text().strip().encode() for path in sorted(keys.glob("s3/*.secret")))
+    values = [s3_key for s3_key in s3_keys if s3_key]
     for name in ("server-a.key", "server-b.key"):
         key = (keys / name).read_text().strip()
         assert len(key) == 64
