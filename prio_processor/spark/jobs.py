@@ -27,8 +27,9 @@ from pyspark.sql import functions as F
 
 from ..cli.base import ConfigError
 from ..storage.records import dumps
-from . import adapter
+from . import adapter, cache
 from .adapter import ClientSpec, IntegrationRow, ServerSpec
+from .cache import Keyed
 from .session import NO_S3A, S3A_HINT, hadoop_path
 
 _POSITION = ("file", "block", "row")
@@ -47,6 +48,10 @@ class Counts:
     skipped: int = 0
     mismatch: str | None = None  # what differs, when verification packets carry other settings
     stamped: bool = False  # the verification packets carried settings stamps
+    positions: list[tuple[int, str]] = field(default_factory=list)  # cache rows made or checked, per task
+    key_hashes: list[str] = field(default_factory=list)  # verify1: the hashes of the ids, per task
+    miss: str | None = None  # why the cache could not answer
+    corrections: dict[tuple[str, str], int] = field(default_factory=dict)  # (id, digest): shares to add
     # Rejected records and unusable lines, in a stable order: the driver writes them as one file.
     listed: list[dict[str, Any]] = field(default_factory=list)
 
@@ -129,10 +134,69 @@ def _packet_index(spark: SparkSession, spec: ServerSpec, path: str, option: str,
     return index, side
 
 
-def verify1(spark: SparkSession, spec: ServerSpec, input_path: str) -> DataFrame:
+def verify1(spark: SparkSession, spec: ServerSpec, input_path: str, exact: bool,
+            keyed: Keyed | None = None) -> DataFrame:
+    """verify1's result; with `keyed`, also the cache's rows. `exact`: every repeated id's lines
+    in one partition in input order (see _in_order_per_id); otherwise the lines stay as read,
+    which gives the same result when no id repeats (repeated_ids tells)."""
     lines = read_lines(spark, input_path, "--input")
-    rows = _in_order_per_id(lines, lines.select("value", "key", "file", *_POSITION[1:]))
-    return rows.mapInArrow(partial(adapter.verify1_partition, spec), adapter.RESULT_DDL)
+    rows = lines.select("value", "key", "file", *_POSITION[1:])
+    if exact:
+        rows = _in_order_per_id(lines, rows)
+    if keyed is None:
+        return rows.mapInArrow(partial(adapter.verify1_partition, spec), adapter.RESULT_DDL)
+    return rows.mapInArrow(partial(adapter.verify1_cached_partition, spec, keyed), adapter.VERIFY1_DDL)
+
+
+def write_cache(result: DataFrame, path: str) -> None:
+    """verify1's cache rows as Parquet files, replacing what was there."""
+    rows = result.where(F.col("kind").isin("row", "sum")).select(*cache.COLUMNS)
+    with _unsupported_scheme("--cache", path):
+        rows.write.mode("overwrite").parquet(hadoop_path(path))
+
+
+def _cache_rows(spark: SparkSession, path: str) -> DataFrame:
+    try:
+        with _unsupported_scheme("--cache", path):
+            return spark.read.schema(cache.DDL).parquet(hadoop_path(path))
+    except AnalysisException as exc:
+        raise ConfigError(f"--cache: cannot read {path}: {str(exc).splitlines()[0]}") from None
+
+
+def _joined_cache(spark: SparkSession, spec: ServerSpec, previous: str, cache_path: str, repeated: bool,
+                  internal_path: str, external_path: str) -> tuple[DataFrame, list[DataFrame]]:
+    rows = _cache_rows(spark, cache_path)
+    internal, internal_side = _packet_index(spark, spec, internal_path, "--input-internal", "internal",
+                                            f"this server's {previous}")
+    external, external_side = _packet_index(spark, spec, external_path, "--input-external", "external",
+                                            f"the partner's {previous}")
+    joined = rows.join(internal, "key", "left").join(external, "key", "left")
+    if repeated:
+        joined = _in_order_per_id(rows.where(F.col("kind") == "row"), joined)
+    return joined, [internal_side, external_side]
+
+
+def verify2_cached(spark: SparkSession, spec: ServerSpec, keyed: Keyed, repeated: bool, cache_path: str,
+                   internal_path: str, external_path: str) -> DataFrame:
+    joined, side = _joined_cache(spark, spec, "verify1", cache_path, repeated, internal_path, external_path)
+    result = joined.mapInArrow(partial(adapter.verify2_cached_partition, spec, keyed), adapter.RESULT_DDL)
+    return result.unionByName(side[0]).unionByName(side[1])
+
+
+def aggregate_cached(spark: SparkSession, spec: ServerSpec, keyed: Keyed, repeated: bool, cache_path: str,
+                     internal_path: str, external_path: str) -> DataFrame:
+    joined, side = _joined_cache(spark, spec, "verify2", cache_path, repeated, internal_path, external_path)
+    result = joined.mapInArrow(partial(adapter.aggregate_cached_partition, spec, keyed), adapter.RESULT_DDL)
+    return result.unionByName(side[0]).unionByName(side[1])
+
+
+def shares_for(spark: SparkSession, spec: ServerSpec, input_path: str,
+               wanted: frozenset[tuple[str, str]]) -> list[tuple[str, str, str]]:
+    """(id, digest, data share) of the shares of --input with a wanted (id, share digest)."""
+    keys = sorted({key for key, _ in wanted})
+    lines = read_lines(spark, input_path, "--input").where(F.col("key").isin(keys)).select("value", "key")
+    found = lines.mapInArrow(partial(adapter.correction_partition, spec, wanted), adapter.RESULT_DDL)
+    return [(row["id"], row["detail"], row["payload"]) for row in found.collect()]
 
 
 def _joined(spark: SparkSession, spec: ServerSpec, previous: str, input_path: str, internal_path: str,
@@ -165,8 +229,10 @@ def counts(result: DataFrame) -> Counts:
     stage result, in one pass: a few rows per partition, and rejects, which are few."""
     found = Counts()
     reasons: Counter[str] = Counter()
-    kinds = ("tally", "reason", "skipped", "mismatch", "stamped", "listed")
-    summary = result.where(F.col("kind").isin(*kinds)).select("kind", "id", "reason", "detail", "count")
+    kinds = ("tally", "reason", "skipped", "mismatch", "stamped", "listed", "positions", "miss", "correct",
+             "keys")
+    summary = result.where(F.col("kind").isin(*kinds)).select("kind", "id", "reason", "detail", "count",
+                                                               "payload")
     listed = []
     for row in summary.collect():
         if row["kind"] == "tally":
@@ -179,6 +245,15 @@ def counts(result: DataFrame) -> Counts:
             found.mismatch = found.mismatch or row["detail"]
         elif row["kind"] == "stamped":
             found.stamped = True
+        elif row["kind"] == "positions":
+            found.positions.append((row["count"], row["payload"]))
+        elif row["kind"] == "keys":
+            found.key_hashes.append(row["payload"])
+        elif row["kind"] == "miss":
+            found.miss = found.miss or row["detail"]
+        elif row["kind"] == "correct":
+            wanted = (row["id"], row["detail"])
+            found.corrections[wanted] = found.corrections.get(wanted, 0) + row["count"]
         else:
             listed.append(row)
     found.reasons = dict(reasons)
