@@ -431,6 +431,159 @@ def aggregate_cached_partition(spec: ServerSpec, keyed: Keyed,
     yield from _batches([partial] + corrections + tally.result_rows() + [seen.row()], RESULT_SCHEMA)
 
 
+class _Exact(Exception):
+    """A packet line whose JSON id is not the id Spark placed it by: the exact plan is needed."""
+
+
+class _PacketLines:
+    """Verification packet lines read one at a time into an index, as index_partition reads them
+    (settings stamps checked, unusable lines listed)."""
+
+    def __init__(self, spec: ServerSpec, whose: str, tally: _ListingTally) -> None:
+        self._check = SettingsCheck(spec.server(), SCHEDULE)
+        self._whose = whose
+        self._tally = tally
+        self.mismatch: str | None = None
+        self.stamped = False
+
+    def add(self, line: str | None, key: str | None, index: PacketIndex) -> None:
+        if line is None or not line.strip():
+            return
+        record = _parse(line)
+        try:
+            entry = stages.load_index([record], self._tally, None if self.mismatch else self._check,
+                                      self._whose)
+        except SettingsMismatch as exc:
+            self.mismatch = str(exc)
+            return
+        with entry:
+            for found_key in _keys(record):
+                if found_key != key:
+                    raise _Exact()
+                found = entry.get(found_key)
+                if found is not None:
+                    index.add(found_key, found[0], found[1])
+        self.stamped = self.stamped or (isinstance(record, dict) and record.get(settings.FIELD) is not None)
+
+    def rows(self) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = []
+        if self.mismatch is not None:
+            rows.append({"kind": "mismatch", "detail": self.mismatch})
+        if self.stamped:
+            rows.append({"kind": "stamped"})
+        return rows
+
+
+#: The columns of merged_partition's input: cache rows, and packet lines (kind "internal",
+#: "external") in `value`.
+MERGED = ("kind", "key", "file", "block", "row", "seq", "body", "mac", "value")
+
+
+def merged_partition(spec: ServerSpec, keyed: Keyed, stage: str, previous: str,
+                     batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """verify2 or aggregate over the cache: cache rows and both servers' packet lines of the
+    previous stage, sorted by id and, per id, packets first, each in input order. Rows as
+    verify2_cached_partition and aggregate_cached_partition make, the packet lines' listed
+    rejects and stamps as index_partition's; an "exact" row when a packet line's id is not
+    the one Spark placed it by, a "miss" row when the cache cannot answer."""
+    server = spec.server()
+    n = server.config.n_data
+    tally = _ListingTally(stage)
+    unusable = _ListingTally("index")
+    seen = Seen(keyed)
+    total = TotalShare(n, server.index)
+    out: list[dict[str, Any]] = []
+    pending: list[tuple[str, dict[str, Any]]] = []
+    size = stages.batch_size(server.config)
+    readers = {"internal": _PacketLines(spec, f"this server's {previous}", unusable),
+               "external": _PacketLines(spec, f"the partner's {previous}", unusable)}
+    with PacketIndex() as internal, PacketIndex() as external:
+        steps: CachedVerify2Steps | CachedAggregateSteps
+        if stage == "verify2":
+            steps = CachedVerify2Steps(server, SCHEDULE, internal, external, tally)
+        else:
+            steps = CachedAggregateSteps(server, internal, external, tally)
+        indexes = {"internal": internal, "external": external}
+
+        def flush() -> None:
+            if not pending:
+                return
+            frame = _frame([body for _, body in pending])
+            openings, kept = steps.open_frame(frame, None, 0)  # type: ignore[arg-type]
+            selections = steps.decide(openings, _no_raw_records, "")
+            if stage == "verify2":
+                if selections:
+                    out.extend({"kind": "record", "line": dumps(record)}
+                               for record in steps.compute(kept, selections))
+            else:
+                out.extend(_corrections(pending, frame, openings, {s[0] for s in selections}))
+            pending.clear()
+
+        try:
+            for batch in batches:
+                for kind, key, path, block, row, seq, body, mac, value in zip(
+                        *(batch.column(c).to_pylist() for c in MERGED)):
+                    if kind in readers:
+                        readers[kind].add(value, key, indexes[kind])
+                        continue
+                    if mac is None or body is None or seq is None or not hmac.compare_digest(
+                            mac, keyed.mac(kind, key, path, block, row, seq, body)):
+                        raise CacheMiss("a row of the cache does not authenticate (altered, or not written "
+                                        "by this server)")
+                    seen.add(seq)
+                    unpacked = msgpack.unpackb(body, raw=False)
+                    if not isinstance(unpacked, dict):
+                        raise CacheMiss("a row of the cache holds something other than verify1's")
+                    if kind == "sum":
+                        if stage == "aggregate":
+                            _add_sum(total, unpacked, n)
+                        continue
+                    pending.append((key, unpacked))
+                    if len(pending) >= size:
+                        flush()
+            flush()
+        except CacheMiss as exc:
+            yield from _batches([_miss(exc)], RESULT_SCHEMA)
+            return
+        except _Exact:
+            yield from _batches([{"kind": "exact"}], RESULT_SCHEMA)
+            return
+        finally:
+            steps.close()
+    rows = out + tally.result_rows() + [seen.row()]
+    rows += [{"kind": "listed", "id": r["id"], "reason": r["reason"], "detail": r.get("detail")}
+             for r in unusable.rows]
+    rows += [{"kind": "skipped", "count": unusable.skipped}]
+    for reader in readers.values():
+        rows += reader.rows()
+    if stage == "aggregate":
+        rows.append({"kind": "partial", "payload": stages.encode_base64(total.to_bytes())})
+    yield from _batches(rows, RESULT_SCHEMA)
+
+
+def _add_sum(total: TotalShare, body: dict[str, Any], n: int) -> None:
+    data_sum = body.get("data_sum")
+    if not isinstance(data_sum, bytes) or len(data_sum) != n * _ELEMENT:
+        raise CacheMiss("a cache row's data sum has another length")
+    added = limbs.from_bytes11(np.frombuffer(data_sum, dtype=np.uint8).reshape(n, _ELEMENT))
+    total.add(limbs.canonical(added)[:, None, :])
+
+
+def _corrections(records: list[tuple[str, dict[str, Any]]], frame: dict[str, Any], openings: list[Any],
+                 chosen: set[int]) -> list[dict[str, Any]]:
+    """The shares aggregate adds that verify1 did not sum up (+1) and those it summed up that
+    aggregate does not add (-1)."""
+    rows = []
+    for position, (key, fields) in enumerate(records):
+        if position in chosen and not (openings[position].problem is None
+                                       and openings[position].whole_problem is None):
+            raise CacheMiss("a share verify1 could not open is to be added up")
+        if bool(frame["evaluated"][position]) != (position in chosen):
+            rows.append({"kind": "correct", "id": key, "detail": fields.get("digest"),
+                         "count": 1 if position in chosen else -1})
+    return rows
+
+
 def correction_partition(spec: ServerSpec, wanted: frozenset[tuple[str, str]],
                          batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
     """Share lines (value, key) -> the data shares of those whose (id, share digest) is wanted,

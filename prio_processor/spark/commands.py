@@ -185,10 +185,14 @@ def _joined_stage(spark: SparkSession, stage: str, spec: ServerSpec, inputs: dic
         if found is None:
             cache.notice(f"not using the cache in {cache.path}: {why_not}; reading the shares")
         else:
-            cached = jobs.verify2_cached if stage == "verify2" else jobs.aggregate_cached
             result = stack.enter_context(_persisted(
-                cached(spark, spec, found.keyed, found.repeated, cache_path, internal, external)))
+                jobs.merged(spark, spec, stage, found.keyed, cache_path, internal, external)))
             counts = jobs.counts(result)
+            if counts.exact:
+                cached = jobs.verify2_cached if stage == "verify2" else jobs.aggregate_cached
+                result = stack.enter_context(_persisted(
+                    cached(spark, spec, found.keyed, found.repeated, cache_path, internal, external)))
+                counts = jobs.counts(result)
             shares: list[tuple[str, str, str]] = []
             if counts.corrections and counts.miss is None:
                 shares = jobs.shares_for(spark, spec, inputs["input_"], frozenset(counts.corrections))

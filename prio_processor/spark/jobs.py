@@ -51,6 +51,7 @@ class Counts:
     positions: list[tuple[int, str]] = field(default_factory=list)  # cache rows made or checked, per task
     key_hashes: list[str] = field(default_factory=list)  # verify1: the hashes of the ids, per task
     miss: str | None = None  # why the cache could not answer
+    exact: bool = False  # a packet's id is not the one Spark placed it by: the exact plan is needed
     corrections: dict[tuple[str, str], int] = field(default_factory=dict)  # (id, digest): shares to add
     # Rejected records and unusable lines, in a stable order: the driver writes them as one file.
     listed: list[dict[str, Any]] = field(default_factory=list)
@@ -190,6 +191,32 @@ def aggregate_cached(spark: SparkSession, spec: ServerSpec, keyed: Keyed, repeat
     return result.unionByName(side[0]).unionByName(side[1])
 
 
+def _packet_lines(spark: SparkSession, path: str, option: str, kind: str) -> DataFrame:
+    none = F.lit(None)
+    return read_lines(spark, path, option).select(
+        F.lit(kind).alias("kind"), "key", *_POSITION, none.cast("long").alias("seq"),
+        none.cast("binary").alias("body"), none.cast("binary").alias("mac"), "value")
+
+
+def merged(spark: SparkSession, spec: ServerSpec, stage: str, keyed: Keyed, cache_path: str,
+           internal_path: str, external_path: str) -> DataFrame:
+    """verify2 or aggregate over the cache with one shuffle: the cache rows and both servers'
+    packet lines placed by id, sorted by id and, per id, packets first, each in input order
+    (the last packet of an id wins, and repeated ids come in input order)."""
+    previous = "verify1" if stage == "verify2" else "verify2"
+    rows = _cache_rows(spark, cache_path).withColumn("value", F.lit(None).cast("string"))
+    for kind, path, option in (("internal", internal_path, "--input-internal"),
+                               ("external", external_path, "--input-external")):
+        rows = rows.unionByName(_packet_lines(spark, path, option, kind))
+    first = F.when(F.col("kind") == "internal", 0).when(F.col("kind") == "external", 1).otherwise(2)
+    # One partition per task slot: the rows are small, and a Python task per shuffle partition
+    # (200 by default) would cost far more than the work.
+    placed = rows.repartition(spark.sparkContext.defaultParallelism, "key").sortWithinPartitions(
+        "key", first, *_POSITION)
+    return placed.mapInArrow(partial(adapter.merged_partition, spec, keyed, stage, previous),
+                             adapter.RESULT_DDL)
+
+
 def shares_for(spark: SparkSession, spec: ServerSpec, input_path: str,
                wanted: frozenset[tuple[str, str]]) -> list[tuple[str, str, str]]:
     """(id, digest, data share) of the shares of --input with a wanted (id, share digest)."""
@@ -230,9 +257,11 @@ def counts(result: DataFrame) -> Counts:
     found = Counts()
     reasons: Counter[str] = Counter()
     kinds = ("tally", "reason", "skipped", "mismatch", "stamped", "listed", "positions", "miss", "correct",
-             "keys")
+             "keys", "exact")
+    # encode-shares' rows have no payload column.
+    payload = F.col("payload") if "payload" in result.columns else F.lit(None).cast("string").alias("payload")
     summary = result.where(F.col("kind").isin(*kinds)).select("kind", "id", "reason", "detail", "count",
-                                                               "payload")
+                                                               payload)
     listed = []
     for row in summary.collect():
         if row["kind"] == "tally":
@@ -249,6 +278,8 @@ def counts(result: DataFrame) -> Counts:
             found.positions.append((row["count"], row["payload"]))
         elif row["kind"] == "keys":
             found.key_hashes.append(row["payload"])
+        elif row["kind"] == "exact":
+            found.exact = True
         elif row["kind"] == "miss":
             found.miss = found.miss or row["detail"]
         elif row["kind"] == "correct":
