@@ -20,7 +20,9 @@ from typing import Any
 
 import click
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
+from py4j.protocol import Py4JJavaError
 from pyspark import StorageLevel
+from pyspark.errors.exceptions.captured import CapturedException
 from pyspark.sql import DataFrame, SparkSession
 
 from .. import dataconfig, integration
@@ -185,24 +187,39 @@ def _joined_stage(spark: SparkSession, stage: str, spec: ServerSpec, inputs: dic
         if found is None:
             cache.notice(f"not using the cache in {cache.path}: {why_not}; reading the shares")
         else:
-            result = stack.enter_context(_persisted(
-                jobs.merged(spark, spec, stage, found.keyed, cache_path, internal, external)))
-            counts = jobs.counts(result)
-            if counts.exact:
-                cached = jobs.verify2_cached if stage == "verify2" else jobs.aggregate_cached
-                result = stack.enter_context(_persisted(
-                    cached(spark, spec, found.keyed, found.repeated, cache_path, internal, external)))
-                counts = jobs.counts(result)
-            shares: list[tuple[str, str, str]] = []
-            if counts.corrections and counts.miss is None:
-                shares = jobs.shares_for(spark, spec, inputs["input_"], frozenset(counts.corrections))
-                if {(k, d) for k, d, _ in shares} < set(counts.corrections):
-                    counts.miss = "a share verify1 read is no longer in --input"
-            if cache.checked(found, counts):
-                return result, counts, shares
+            over_cache: tuple[DataFrame, jobs.Counts, list[tuple[str, str, str]]] | None = None
+            try:
+                over_cache = _over_cache(spark, stage, spec, inputs, stack, found, cache_path)
+                counts = over_cache[1]
+            except (Py4JJavaError, CapturedException) as exc:
+                # A cache file Spark cannot read (damaged Parquet) is a damaged cache.
+                counts = jobs.Counts(miss=f"it cannot be read ({str(exc).strip().splitlines()[0][:200]})")
+            if cache.checked(found, counts) and over_cache is not None:
+                return over_cache
     plan = jobs.verify2 if stage == "verify2" else jobs.aggregate
     result = stack.enter_context(_persisted(plan(spark, spec, inputs["input_"], internal, external)))
     return result, jobs.counts(result), []
+
+
+def _over_cache(spark: SparkSession, stage: str, spec: ServerSpec, inputs: dict[str, str],
+                stack: contextlib.ExitStack, found: spark_cache.Found,
+                cache_path: str) -> tuple[DataFrame, jobs.Counts, list[tuple[str, str, str]]]:
+    internal, external = inputs["input_internal"], inputs["input_external"]
+    result = stack.enter_context(_persisted(
+        jobs.merged(spark, spec, stage, found.keyed, cache_path, internal, external)))
+    counts = jobs.counts(result)
+    if counts.exact:
+        # A packet line's id is not the one Spark placed it by: joined as without a cache.
+        cached = jobs.verify2_cached if stage == "verify2" else jobs.aggregate_cached
+        result = stack.enter_context(_persisted(
+            cached(spark, spec, found.keyed, found.repeated, cache_path, internal, external)))
+        counts = jobs.counts(result)
+    shares: list[tuple[str, str, str]] = []
+    if counts.corrections and counts.miss is None:
+        shares = jobs.shares_for(spark, spec, inputs["input_"], frozenset(counts.corrections))
+        if not set(counts.corrections) <= {(key, digest) for key, digest, _ in shares}:
+            counts.miss = "a share verify1 read is no longer in --input"
+    return result, counts, shares
 
 
 def _nothing() -> None:
@@ -235,7 +252,7 @@ def _run_server_stage(ctx: _Context, stage: str, params: dict[str, Any]) -> None
             if counts.mismatch:
                 raise SettingsMismatch(counts.mismatch)
             if stage == "aggregate":
-                total = adapter.merge_partials(spec, jobs.partials(result))
+                total = adapter.merge_partials(spec, jobs.partials(counts))
                 total = adapter.corrected(spec, total, counts.corrections, shares)
                 tally = adapter.tally_from_counts(stage, counts.total, counts.reasons)
                 jobs.write_one(spark, adapter.aggregate_row(spec, total, tally, counts.stamped), output)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -51,6 +52,7 @@ class Counts:
     positions: list[tuple[int, str]] = field(default_factory=list)  # cache rows made or checked, per task
     key_hashes: list[str] = field(default_factory=list)  # verify1: the hashes of the ids, per task
     miss: str | None = None  # why the cache could not answer
+    partials: list[str] = field(default_factory=list)  # aggregate: the tasks' partial total shares
     exact: bool = False  # a packet's id is not the one Spark placed it by: the exact plan is needed
     corrections: dict[tuple[str, str], int] = field(default_factory=dict)  # (id, digest): shares to add
     # Rejected records and unusable lines, in a stable order: the driver writes them as one file.
@@ -135,7 +137,7 @@ def _packet_index(spark: SparkSession, spec: ServerSpec, path: str, option: str,
     return index, side
 
 
-def verify1(spark: SparkSession, spec: ServerSpec, input_path: str, exact: bool,
+def verify1(spark: SparkSession, spec: ServerSpec, input_path: str, exact: bool = False,
             keyed: Keyed | None = None) -> DataFrame:
     """verify1's result; with `keyed`, also the cache's rows. `exact`: every repeated id's lines
     in one partition in input order (see _in_order_per_id); otherwise the lines stay as read,
@@ -257,7 +259,7 @@ def counts(result: DataFrame) -> Counts:
     found = Counts()
     reasons: Counter[str] = Counter()
     kinds = ("tally", "reason", "skipped", "mismatch", "stamped", "listed", "positions", "miss", "correct",
-             "keys", "exact")
+             "keys", "exact", "partial")
     # encode-shares' rows have no payload column.
     payload = F.col("payload") if "payload" in result.columns else F.lit(None).cast("string").alias("payload")
     summary = result.where(F.col("kind").isin(*kinds)).select("kind", "id", "reason", "detail", "count",
@@ -278,6 +280,8 @@ def counts(result: DataFrame) -> Counts:
             found.positions.append((row["count"], row["payload"]))
         elif row["kind"] == "keys":
             found.key_hashes.append(row["payload"])
+        elif row["kind"] == "partial":
+            found.partials.append(row["payload"])
         elif row["kind"] == "exact":
             found.exact = True
         elif row["kind"] == "miss":
@@ -331,20 +335,73 @@ def write_records(spark: SparkSession, result: DataFrame, path: str) -> None:
     write_lines(spark, result.where(F.col("kind") == "record"), path)
 
 
+def _file_system(spark: SparkSession, path: str) -> tuple[Any, Any, Any]:
+    """(the Hadoop Path class, the path, its file system)."""
+    context = spark.sparkContext
+    assert context._jvm is not None, "a driver-side session has a JVM"
+    hadoop_fs = context._jvm.org.apache.hadoop.fs
+    folder = hadoop_fs.Path(hadoop_path(path))
+    return hadoop_fs.Path, folder, folder.getFileSystem(context._jsc.hadoopConfiguration())
+
+
 def write_one(spark: SparkSession, record: dict[str, Any], path: str) -> None:
-    """One record as a single part file (aggregate, publish)."""
-    write_lines(spark, spark.createDataFrame([(dumps(record),)], "line string").coalesce(1), path)
+    """One record as a single part file with _SUCCESS (aggregate, publish), replacing what was
+    there: written by the driver through Hadoop's file system, as a Spark job would name it,
+    without running one."""
+    with _unsupported_scheme("--output", path):
+        path_class, folder, fs = _file_system(spark, path)
+        if fs.exists(folder):
+            fs.delete(folder, True)
+        fs.mkdirs(folder)
+        name = f"part-00000-{uuid.uuid4()}-c000.json"
+        # Readers skip names starting with "_": the part file takes its name once complete.
+        pending = path_class(folder, f"_{name}")
+        stream = fs.create(pending, True)
+        try:
+            stream.write(bytearray((dumps(record) + "\n").encode("utf-8")))
+        finally:
+            stream.close()
+        fs.rename(pending, path_class(folder, name))
+        fs.create(path_class(folder, "_SUCCESS"), True).close()
 
 
-def partials(result: DataFrame) -> list[str]:
+def partials(counts: Counts) -> list[str]:
     """The partitions' partial aggregates (one small row per partition)."""
-    return [row["payload"] for row in result.where(F.col("kind") == "partial").select("payload").collect()]
+    return counts.partials
 
 
 def collect_lines(spark: SparkSession, path: str, option: str) -> list[str]:
-    """All lines of a small input (aggregates for publish)."""
+    """All lines of a small input (aggregates for publish), in input order. A file, or a folder
+    of files, is read by the driver through Hadoop's file system; anything else (partition
+    folders) through Spark."""
+    with _unsupported_scheme(option, path):
+        _, folder, fs = _file_system(spark, path)
+        if fs.exists(folder):
+            statuses = [fs.getFileStatus(folder)] if fs.getFileStatus(folder).isFile() else \
+                list(fs.listStatus(folder))
+            names = [status.getPath().getName() for status in statuses]
+            if all(status.isFile() for status in statuses) and statuses and any(
+                    not name.startswith(("_", ".")) for name in names):
+                return _driver_lines(spark, fs, sorted(
+                    (status for status, name in zip(statuses, names) if not name.startswith(("_", "."))),
+                    key=lambda status: str(status.getPath().toUri().toString())))
     lines = read_lines(spark, path, option).orderBy(*_POSITION).select("value")
     return [row["value"] for row in lines.collect()]
+
+
+def _driver_lines(spark: SparkSession, fs: Any, statuses: list[Any]) -> list[str]:
+    context = spark.sparkContext
+    assert context._jvm is not None, "a driver-side session has a JVM"
+    lines: list[str] = []
+    for status in statuses:
+        stream = fs.open(status.getPath())
+        try:
+            data = bytes(context._jvm.org.apache.commons.io.IOUtils.toByteArray(stream))
+        finally:
+            stream.close()
+        # As Spark's text reader: lines end at \n, \r or \r\n.
+        lines.extend(line.decode("utf-8", "replace") for line in data.splitlines())
+    return lines
 
 
 def encode(spark: SparkSession, spec: ClientSpec, input_path: str, prec: int | None) -> DataFrame:

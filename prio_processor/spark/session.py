@@ -23,7 +23,7 @@ REQUIRED_CONF = {
     "spark.sql.chunkBase64String.enabled": "false",
     "spark.sql.execution.arrow.pyspark.enabled": "true",
     # Shares are large: Arrow batches of a few hundred rows keep Python tasks' memory small.
-    "spark.sql.execution.arrow.maxRecordsPerBatch": "256",
+    "spark.sql.execution.arrow.maxRecordsPerBatch": "64",
 }
 #: Settings of the Python workers, fixed when the session starts.
 WORKER_CONF = {
