@@ -87,7 +87,7 @@ def get_session(master: str | None, app_name: str) -> SparkSession:
         # less CPU than compiling Spark's hot code twice, which a short job never pays back.
         builder = builder.config(
             "spark.driver.extraJavaOptions",
-            f"-Dlog4j2.configurationFile={LOG_CONFIG.as_uri()} -XX:TieredStopAtLevel=1",
+            f"-Dlog4j2.configurationFile={LOG_CONFIG.as_uri()} -XX:TieredStopAtLevel=1 -XX:+UseSerialGC",
         )
         # Local workers run this interpreter, which has this package installed.
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
