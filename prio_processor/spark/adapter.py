@@ -141,9 +141,9 @@ def _batches(rows: list[dict[str, Any]], schema: pa.Schema) -> Iterator[pa.Recor
         yield pa.RecordBatch.from_pylist(rows[start:start + _OUT_ROWS], schema=schema)
 
 
-def _parse(line: str) -> dict[str, Any] | BadRecord:
-    """A line as `prio` parses it (Spark does not know its line number)."""
-    return parse_line(line.encode("utf-8", "surrogatepass"), "input", 0)
+def _parse(line: str | bytes) -> dict[str, Any] | BadRecord:
+    """A line as `prio` parses it (Spark does not know its line number); shares come as bytes."""
+    return parse_line(line if isinstance(line, bytes) else line.encode("utf-8", "surrogatepass"), "input", 0)
 
 
 class _Lines:
@@ -158,15 +158,15 @@ class _Lines:
     def __init__(self, tally: Tally) -> None:
         self.tally = tally
 
-    def record(self, line: str | None, key: str | None, path: str | None) -> dict[str, Any] | None:
+    def record(self, line: str | bytes | None, key: str | None, path: str | None) -> dict[str, Any] | None:
         found = self.check(line, key, path)
         return found if isinstance(found, dict) else None
 
-    def check(self, line: str | None, key: str | None,
+    def check(self, line: str | bytes | None, key: str | None,
               path: str | None) -> dict[str, Any] | tuple[str | None, str] | None:
         """The record of a line; None for a blank line; (id, detail) of a line rejected (and
         counted) as bad_json."""
-        if line is None or not line.strip():
+        if not line or line.isspace():  # blank (strip() would copy a long line first)
             return None
         record = _parse(line)
         if isinstance(record, BadRecord):
