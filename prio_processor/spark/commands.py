@@ -20,7 +20,9 @@ from typing import Any
 
 import click
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
+from py4j.protocol import Py4JJavaError
 from pyspark import StorageLevel
+from pyspark.errors.exceptions.captured import CapturedException
 from pyspark.sql import DataFrame, SparkSession
 
 from .. import dataconfig, integration
@@ -36,6 +38,7 @@ from ..pipeline.errors import PublishError, SettingsMismatch
 from ..pipeline.tally import RejectSink
 from ..storage import StorageError, location
 from . import adapter, jobs
+from . import cache as spark_cache
 from .adapter import SCHEDULE, ClientSpec, IntegrationRow, ServerSpec
 from .session import get_session, progress_line
 from .staging import Scratch, scratch
@@ -112,9 +115,6 @@ def _rejects(rejects: str | None, stage: str, server_id: str | None, *outputs: s
         yield sink
 
 
-# A stage's plan from the session, this server's configuration and its inputs (paths Spark can read).
-StageResult = Callable[[SparkSession, ServerSpec, dict[str, str]], DataFrame]
-
 _INPUTS = {"input_": "--input", "input_internal": "--input-internal", "input_external": "--input-external"}
 
 
@@ -127,26 +127,140 @@ def _progress(label: str, stage: str) -> progress.Steady:
     return progress.Steady(progress_line(f"{label}: {stage}"), progress.interval())
 
 
-def _run_server_stage(ctx: _Context, stage: str, params: dict[str, Any], plan: StageResult) -> None:
+class _Cache:
+    """verify1's cache (--cache) for one stage: checked apart from the stage's other locations."""
+
+    def __init__(self, stage: str, params: dict[str, Any], spec: ServerSpec, notice: Callable[[str], None]):
+        self.path: str = params["cache"]
+        self.folder = location(self.path)
+        places = [params["output"], params["rejects"], *(params[name] for name in _INPUTS if name in params)]
+        runner._check_cache_folder(self.folder, [location(p) for p in places if p is not None])
+        self.parts = runner.input_parts(location(params["input_"]), "--input")
+        self.server = spec.server()
+        self.stage = stage
+        self._notice = notice
+
+    def notice(self, message: str) -> None:
+        self._notice(f"{self.stage}: {message}")
+
+    def checked(self, found: spark_cache.Found, counts: jobs.Counts) -> bool:
+        """Whether the stage could use the cache: no task missed, and every row was read once."""
+        why = counts.miss
+        if why is None and spark_cache.add_positions(counts.positions) != (found.rows, found.positions):
+            why = "rows of the cache are missing or repeated (altered, or not written by this server)"
+        if why is not None:
+            self.notice(f"stopped using the cache in {self.path}: {why}; reading the shares from the start")
+        return why is None
+
+
+def _verify1(
+    spark: SparkSession, spec: ServerSpec, inputs: dict[str, str], stack: contextlib.ExitStack,
+    cache: _Cache | None, cache_path: str | None,
+) -> tuple[DataFrame, jobs.Counts, Callable[[], None]]:
+    """verify1's result, counts, and what writes the cache's manifest once its rows are in place."""
+    keyed = None if cache is None else spark_cache.keyed(cache.server, cache.parts)
+    if cache is not None:
+        spark_cache.forget(cache.folder)
+    result = stack.enter_context(_persisted(jobs.verify1(spark, spec, inputs["input_"], False, keyed)))
+    counts = jobs.counts(result)
+    repeated = adapter.repeated(counts.key_hashes)
+    if repeated:
+        # Lines read as they were cannot tell which of two records with one id came first.
+        result = stack.enter_context(_persisted(jobs.verify1(spark, spec, inputs["input_"], True, keyed)))
+        counts = jobs.counts(result)
+    if cache is None or cache_path is None:
+        return result, counts, _nothing
+    jobs.write_cache(result, cache_path)
+    rows, positions = spark_cache.add_positions(counts.positions)
+    return result, counts, lambda: spark_cache.write_manifest(cache.folder, cache.server, cache.parts, rows,
+                                                             positions, repeated)
+
+
+def _joined_stage(spark: SparkSession, stage: str, spec: ServerSpec, inputs: dict[str, str],
+                  stack: contextlib.ExitStack, cache: _Cache | None,
+                  cache_path: str | None) -> tuple[DataFrame, jobs.Counts, list[tuple[str, str, str]]]:
+    """verify2's or aggregate's result and counts, over the cache when it can answer; with
+    aggregate's cache, the data shares that correct the cache's sums."""
+    internal, external = inputs["input_internal"], inputs["input_external"]
+    if cache is not None and cache_path is not None:
+        found, why_not = spark_cache.open_manifest(cache.folder, cache.parts, cache.server)
+        if found is None:
+            cache.notice(f"not using the cache in {cache.path}: {why_not}; reading the shares")
+        else:
+            over_cache: tuple[DataFrame, jobs.Counts, list[tuple[str, str, str]]] | None = None
+            try:
+                over_cache = _over_cache(spark, stage, spec, inputs, stack, found, cache_path)
+                counts = over_cache[1]
+            except (Py4JJavaError, CapturedException) as exc:
+                # A cache file Spark cannot read (damaged Parquet) is a damaged cache.
+                counts = jobs.Counts(miss=f"it cannot be read ({str(exc).strip().splitlines()[0][:200]})")
+            if cache.checked(found, counts) and over_cache is not None:
+                return over_cache
+    plan = jobs.verify2 if stage == "verify2" else jobs.aggregate
+    result = stack.enter_context(_persisted(plan(spark, spec, inputs["input_"], internal, external)))
+    return result, jobs.counts(result), []
+
+
+def _over_cache(spark: SparkSession, stage: str, spec: ServerSpec, inputs: dict[str, str],
+                stack: contextlib.ExitStack, found: spark_cache.Found,
+                cache_path: str) -> tuple[DataFrame, jobs.Counts, list[tuple[str, str, str]]]:
+    internal, external = inputs["input_internal"], inputs["input_external"]
+    result = stack.enter_context(_persisted(
+        jobs.merged(spark, spec, stage, found.keyed, cache_path, internal, external)))
+    counts = jobs.counts(result)
+    if counts.exact:
+        # A packet line's id is not the one Spark placed it by: joined as without a cache.
+        cached = jobs.verify2_cached if stage == "verify2" else jobs.aggregate_cached
+        result = stack.enter_context(_persisted(
+            cached(spark, spec, found.keyed, found.repeated, cache_path, internal, external)))
+        counts = jobs.counts(result)
+    shares: list[tuple[str, str, str]] = []
+    if counts.corrections and counts.miss is None:
+        shares = jobs.shares_for(spark, spec, inputs["input_"], frozenset(counts.corrections))
+        if not set(counts.corrections) <= {(key, digest) for key, digest, _ in shares}:
+            counts.miss = "a share verify1 read is no longer in --input"
+    return result, counts, shares
+
+
+def _nothing() -> None:
+    """No manifest to write."""
+
+
+def _run_server_stage(ctx: _Context, stage: str, params: dict[str, Any]) -> None:
     click.echo(f"Running {stage}")
     opts = ServerOptions.from_params(params)
     spec = _server_spec(params, opts)
     with stage_errors(opts.label), _rejects(params["rejects"], stage, opts.server_id,
                                              params["output"]) as sink, _progress(opts.label, stage):
+        cache = None
+        if params.get("cache"):
+            cache = _Cache(stage, params, spec, lambda message: warn(opts.label, message))
         spark = ctx.session(stage)
-        with scratch(spark) as staged, _persisted(plan(spark, spec, _inputs(staged, params))) as result:
+        finish: Callable[[], None] = _nothing
+        with scratch(spark) as staged, contextlib.ExitStack() as stack:
+            inputs = _inputs(staged, params)
             output = staged.write(params["output"], "--output")
-            counts = jobs.counts(result)
+            cache_path = None
+            if cache is not None:
+                cache_path = staged.write(cache.path, "--cache") if stage == "verify1" else \
+                    staged.read(cache.path, "--cache")
+            if stage == "verify1":
+                result, counts, finish = _verify1(spark, spec, inputs, stack, cache, cache_path)
+                shares: list[tuple[str, str, str]] = []
+            else:
+                result, counts, shares = _joined_stage(spark, stage, spec, inputs, stack, cache, cache_path)
             if counts.mismatch:
                 raise SettingsMismatch(counts.mismatch)
             if stage == "aggregate":
-                total = adapter.merge_partials(spec, jobs.partials(result))
+                total = adapter.merge_partials(spec, jobs.partials(counts))
+                total = adapter.corrected(spec, total, counts.corrections, shares)
                 tally = adapter.tally_from_counts(stage, counts.total, counts.reasons)
                 jobs.write_one(spark, adapter.aggregate_row(spec, total, tally, counts.stamped), output)
             else:
                 jobs.write_records(spark, result, output)
             for entry in counts.listed:
                 sink(entry)
+        finish()
     _report(stage, opts.label, counts)
 
 
@@ -157,6 +271,7 @@ def _run_server_stage(ctx: _Context, stage: str, params: dict[str, Any], plan: S
 @options.prg_keying
 @evaluation_point
 @options.rejects_option
+@options.cache_option
 @click.pass_obj
 def verify1(ctx: _Context, **params: Any) -> None:
     """Decode a batch of shares
@@ -164,13 +279,7 @@ def verify1(ctx: _Context, **params: Any) -> None:
     Decrypts and checks each client share of --input and writes its record,
     with this server's verify1 packet as payload, into --output.
     """
-    _run_server_stage(ctx, "verify1", params,
-                      lambda spark, spec, inputs: jobs.verify1(spark, spec, inputs["input_"]))
-
-
-def _joined_plan(stage: Callable[..., DataFrame]) -> StageResult:
-    return lambda spark, spec, inputs: stage(spark, spec, inputs["input_"], inputs["input_internal"],
-                                             inputs["input_external"])
+    _run_server_stage(ctx, "verify1", params)
 
 
 @entry_point.command()
@@ -181,6 +290,7 @@ def _joined_plan(stage: Callable[..., DataFrame]) -> StageResult:
 @options.prg_keying
 @evaluation_point
 @options.rejects_option
+@options.cache_option
 @click.pass_obj
 def verify2(ctx: _Context, **params: Any) -> None:
     """Verify a batch of SNIPs
@@ -188,7 +298,7 @@ def verify2(ctx: _Context, **params: Any) -> None:
     Joins the shares of --input with both servers' verify1 packets by id and
     writes each share's record, with this server's verify2 packet as payload.
     """
-    _run_server_stage(ctx, "verify2", params, _joined_plan(jobs.verify2))
+    _run_server_stage(ctx, "verify2", params)
 
 
 @entry_point.command()
@@ -198,6 +308,7 @@ def verify2(ctx: _Context, **params: Any) -> None:
 @options.output_1
 @options.prg_keying
 @options.rejects_option
+@options.cache_option
 @click.pass_obj
 def aggregate(ctx: _Context, **params: Any) -> None:
     """Generate an aggregate share from a batch of verified SNIPs
@@ -205,7 +316,7 @@ def aggregate(ctx: _Context, **params: Any) -> None:
     Adds up the data shares of every client whose proof both servers' verify2
     packets accept; writes {"payload", "error", "total", ...} into --output.
     """
-    _run_server_stage(ctx, "aggregate", params, _joined_plan(jobs.aggregate))
+    _run_server_stage(ctx, "aggregate", params)
 
 
 @entry_point.command()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -27,8 +28,9 @@ from pyspark.sql import functions as F
 
 from ..cli.base import ConfigError
 from ..storage.records import dumps
-from . import adapter
+from . import adapter, cache
 from .adapter import ClientSpec, IntegrationRow, ServerSpec
+from .cache import Keyed
 from .session import NO_S3A, S3A_HINT, hadoop_path
 
 _POSITION = ("file", "block", "row")
@@ -47,6 +49,12 @@ class Counts:
     skipped: int = 0
     mismatch: str | None = None  # what differs, when verification packets carry other settings
     stamped: bool = False  # the verification packets carried settings stamps
+    positions: list[tuple[int, str]] = field(default_factory=list)  # cache rows made or checked, per task
+    key_hashes: list[str] = field(default_factory=list)  # verify1: the hashes of the ids, per task
+    miss: str | None = None  # why the cache could not answer
+    partials: list[str] = field(default_factory=list)  # aggregate: the tasks' partial total shares
+    exact: bool = False  # a packet's id is not the one Spark placed it by: the exact plan is needed
+    corrections: dict[tuple[str, str], int] = field(default_factory=dict)  # (id, digest): shares to add
     # Rejected records and unusable lines, in a stable order: the driver writes them as one file.
     listed: list[dict[str, Any]] = field(default_factory=list)
 
@@ -129,10 +137,97 @@ def _packet_index(spark: SparkSession, spec: ServerSpec, path: str, option: str,
     return index, side
 
 
-def verify1(spark: SparkSession, spec: ServerSpec, input_path: str) -> DataFrame:
+def verify1(spark: SparkSession, spec: ServerSpec, input_path: str, exact: bool = False,
+            keyed: Keyed | None = None) -> DataFrame:
+    """verify1's result; with `keyed`, also the cache's rows. `exact`: every repeated id's lines
+    in one partition in input order (see _in_order_per_id); otherwise the lines stay as read,
+    which gives the same result when no id repeats (repeated_ids tells)."""
     lines = read_lines(spark, input_path, "--input")
-    rows = _in_order_per_id(lines, lines.select("value", "key", "file", *_POSITION[1:]))
-    return rows.mapInArrow(partial(adapter.verify1_partition, spec), adapter.RESULT_DDL)
+    # The lines' bytes as they are: Python parses them as `prio` does, without decoding them to
+    # text and encoding them again (most of a share's cost in Python outside the engine).
+    rows = lines.select(F.col("value").cast("binary").alias("value"), "key", "file", *_POSITION[1:])
+    if exact:
+        rows = _in_order_per_id(lines, rows)
+    if keyed is None:
+        return rows.mapInArrow(partial(adapter.verify1_partition, spec), adapter.RESULT_DDL)
+    return rows.mapInArrow(partial(adapter.verify1_cached_partition, spec, keyed), adapter.VERIFY1_DDL)
+
+
+def write_cache(result: DataFrame, path: str) -> None:
+    """verify1's cache rows as Parquet files, replacing what was there."""
+    rows = result.where(F.col("kind").isin("row", "sum")).select(*cache.COLUMNS)
+    with _unsupported_scheme("--cache", path):
+        rows.write.mode("overwrite").parquet(hadoop_path(path))
+
+
+def _cache_rows(spark: SparkSession, path: str) -> DataFrame:
+    try:
+        with _unsupported_scheme("--cache", path):
+            return spark.read.schema(cache.DDL).parquet(hadoop_path(path))
+    except AnalysisException as exc:
+        raise ConfigError(f"--cache: cannot read {path}: {str(exc).splitlines()[0]}") from None
+
+
+def _joined_cache(spark: SparkSession, spec: ServerSpec, previous: str, cache_path: str, repeated: bool,
+                  internal_path: str, external_path: str) -> tuple[DataFrame, list[DataFrame]]:
+    rows = _cache_rows(spark, cache_path)
+    internal, internal_side = _packet_index(spark, spec, internal_path, "--input-internal", "internal",
+                                            f"this server's {previous}")
+    external, external_side = _packet_index(spark, spec, external_path, "--input-external", "external",
+                                            f"the partner's {previous}")
+    joined = rows.join(internal, "key", "left").join(external, "key", "left")
+    if repeated:
+        joined = _in_order_per_id(rows.where(F.col("kind") == "row"), joined)
+    return joined, [internal_side, external_side]
+
+
+def verify2_cached(spark: SparkSession, spec: ServerSpec, keyed: Keyed, repeated: bool, cache_path: str,
+                   internal_path: str, external_path: str) -> DataFrame:
+    joined, side = _joined_cache(spark, spec, "verify1", cache_path, repeated, internal_path, external_path)
+    result = joined.mapInArrow(partial(adapter.verify2_cached_partition, spec, keyed), adapter.RESULT_DDL)
+    return result.unionByName(side[0]).unionByName(side[1])
+
+
+def aggregate_cached(spark: SparkSession, spec: ServerSpec, keyed: Keyed, repeated: bool, cache_path: str,
+                     internal_path: str, external_path: str) -> DataFrame:
+    joined, side = _joined_cache(spark, spec, "verify2", cache_path, repeated, internal_path, external_path)
+    result = joined.mapInArrow(partial(adapter.aggregate_cached_partition, spec, keyed), adapter.RESULT_DDL)
+    return result.unionByName(side[0]).unionByName(side[1])
+
+
+def _packet_lines(spark: SparkSession, path: str, option: str, kind: str) -> DataFrame:
+    none = F.lit(None)
+    return read_lines(spark, path, option).select(
+        F.lit(kind).alias("kind"), "key", *_POSITION, none.cast("long").alias("seq"),
+        none.cast("binary").alias("body"), none.cast("binary").alias("mac"), "value")
+
+
+def merged(spark: SparkSession, spec: ServerSpec, stage: str, keyed: Keyed, cache_path: str,
+           internal_path: str, external_path: str) -> DataFrame:
+    """verify2 or aggregate over the cache with one shuffle: the cache rows and both servers'
+    packet lines placed by id, sorted by id and, per id, packets first, each in input order
+    (the last packet of an id wins, and repeated ids come in input order)."""
+    previous = "verify1" if stage == "verify2" else "verify2"
+    rows = _cache_rows(spark, cache_path).withColumn("value", F.lit(None).cast("string"))
+    for kind, path, option in (("internal", internal_path, "--input-internal"),
+                               ("external", external_path, "--input-external")):
+        rows = rows.unionByName(_packet_lines(spark, path, option, kind))
+    first = F.when(F.col("kind") == "internal", 0).when(F.col("kind") == "external", 1).otherwise(2)
+    # One partition per task slot: the rows are small, and a Python task per shuffle partition
+    # (200 by default) would cost far more than the work.
+    placed = rows.repartition(spark.sparkContext.defaultParallelism, "key").sortWithinPartitions(
+        "key", first, *_POSITION)
+    return placed.mapInArrow(partial(adapter.merged_partition, spec, keyed, stage, previous),
+                             adapter.RESULT_DDL)
+
+
+def shares_for(spark: SparkSession, spec: ServerSpec, input_path: str,
+               wanted: frozenset[tuple[str, str]]) -> list[tuple[str, str, str]]:
+    """(id, digest, data share) of the shares of --input with a wanted (id, share digest)."""
+    keys = sorted({key for key, _ in wanted})
+    lines = read_lines(spark, input_path, "--input").where(F.col("key").isin(keys)).select("value", "key")
+    found = lines.mapInArrow(partial(adapter.correction_partition, spec, wanted), adapter.RESULT_DDL)
+    return [(row["id"], row["detail"], row["payload"]) for row in found.collect()]
 
 
 def _joined(spark: SparkSession, spec: ServerSpec, previous: str, input_path: str, internal_path: str,
@@ -165,8 +260,12 @@ def counts(result: DataFrame) -> Counts:
     stage result, in one pass: a few rows per partition, and rejects, which are few."""
     found = Counts()
     reasons: Counter[str] = Counter()
-    kinds = ("tally", "reason", "skipped", "mismatch", "stamped", "listed")
-    summary = result.where(F.col("kind").isin(*kinds)).select("kind", "id", "reason", "detail", "count")
+    kinds = ("tally", "reason", "skipped", "mismatch", "stamped", "listed", "positions", "miss", "correct",
+             "keys", "exact", "partial")
+    # encode-shares' rows have no payload column.
+    payload = F.col("payload") if "payload" in result.columns else F.lit(None).cast("string").alias("payload")
+    summary = result.where(F.col("kind").isin(*kinds)).select("kind", "id", "reason", "detail", "count",
+                                                               payload)
     listed = []
     for row in summary.collect():
         if row["kind"] == "tally":
@@ -179,6 +278,19 @@ def counts(result: DataFrame) -> Counts:
             found.mismatch = found.mismatch or row["detail"]
         elif row["kind"] == "stamped":
             found.stamped = True
+        elif row["kind"] == "positions":
+            found.positions.append((row["count"], row["payload"]))
+        elif row["kind"] == "keys":
+            found.key_hashes.append(row["payload"])
+        elif row["kind"] == "partial":
+            found.partials.append(row["payload"])
+        elif row["kind"] == "exact":
+            found.exact = True
+        elif row["kind"] == "miss":
+            found.miss = found.miss or row["detail"]
+        elif row["kind"] == "correct":
+            wanted = (row["id"], row["detail"])
+            found.corrections[wanted] = found.corrections.get(wanted, 0) + row["count"]
         else:
             listed.append(row)
     found.reasons = dict(reasons)
@@ -225,20 +337,73 @@ def write_records(spark: SparkSession, result: DataFrame, path: str) -> None:
     write_lines(spark, result.where(F.col("kind") == "record"), path)
 
 
+def _file_system(spark: SparkSession, path: str) -> tuple[Any, Any, Any]:
+    """(the Hadoop Path class, the path, its file system)."""
+    context = spark.sparkContext
+    assert context._jvm is not None, "a driver-side session has a JVM"
+    hadoop_fs = context._jvm.org.apache.hadoop.fs
+    folder = hadoop_fs.Path(hadoop_path(path))
+    return hadoop_fs.Path, folder, folder.getFileSystem(context._jsc.hadoopConfiguration())
+
+
 def write_one(spark: SparkSession, record: dict[str, Any], path: str) -> None:
-    """One record as a single part file (aggregate, publish)."""
-    write_lines(spark, spark.createDataFrame([(dumps(record),)], "line string").coalesce(1), path)
+    """One record as a single part file with _SUCCESS (aggregate, publish), replacing what was
+    there: written by the driver through Hadoop's file system, as a Spark job would name it,
+    without running one."""
+    with _unsupported_scheme("--output", path):
+        path_class, folder, fs = _file_system(spark, path)
+        if fs.exists(folder):
+            fs.delete(folder, True)
+        fs.mkdirs(folder)
+        name = f"part-00000-{uuid.uuid4()}-c000.json"
+        # Readers skip names starting with "_": the part file takes its name once complete.
+        pending = path_class(folder, f"_{name}")
+        stream = fs.create(pending, True)
+        try:
+            stream.write(bytearray((dumps(record) + "\n").encode("utf-8")))
+        finally:
+            stream.close()
+        fs.rename(pending, path_class(folder, name))
+        fs.create(path_class(folder, "_SUCCESS"), True).close()
 
 
-def partials(result: DataFrame) -> list[str]:
+def partials(counts: Counts) -> list[str]:
     """The partitions' partial aggregates (one small row per partition)."""
-    return [row["payload"] for row in result.where(F.col("kind") == "partial").select("payload").collect()]
+    return counts.partials
 
 
 def collect_lines(spark: SparkSession, path: str, option: str) -> list[str]:
-    """All lines of a small input (aggregates for publish)."""
+    """All lines of a small input (aggregates for publish), in input order. A file, or a folder
+    of files, is read by the driver through Hadoop's file system; anything else (partition
+    folders) through Spark."""
+    with _unsupported_scheme(option, path):
+        _, folder, fs = _file_system(spark, path)
+        if fs.exists(folder):
+            statuses = [fs.getFileStatus(folder)] if fs.getFileStatus(folder).isFile() else \
+                list(fs.listStatus(folder))
+            names = [status.getPath().getName() for status in statuses]
+            if all(status.isFile() for status in statuses) and statuses and any(
+                    not name.startswith(("_", ".")) for name in names):
+                return _driver_lines(spark, fs, sorted(
+                    (status for status, name in zip(statuses, names) if not name.startswith(("_", "."))),
+                    key=lambda status: str(status.getPath().toUri().toString())))
     lines = read_lines(spark, path, option).orderBy(*_POSITION).select("value")
     return [row["value"] for row in lines.collect()]
+
+
+def _driver_lines(spark: SparkSession, fs: Any, statuses: list[Any]) -> list[str]:
+    context = spark.sparkContext
+    assert context._jvm is not None, "a driver-side session has a JVM"
+    lines: list[str] = []
+    for status in statuses:
+        stream = fs.open(status.getPath())
+        try:
+            data = bytes(context._jvm.org.apache.commons.io.IOUtils.toByteArray(stream))
+        finally:
+            stream.close()
+        # As Spark's text reader: lines end at \n, \r or \r\n.
+        lines.extend(line.decode("utf-8", "replace") for line in data.splitlines())
+    return lines
 
 
 def encode(spark: SparkSession, spec: ClientSpec, input_path: str, prec: int | None) -> DataFrame:

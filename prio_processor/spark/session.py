@@ -23,7 +23,12 @@ REQUIRED_CONF = {
     "spark.sql.chunkBase64String.enabled": "false",
     "spark.sql.execution.arrow.pyspark.enabled": "true",
     # Shares are large: Arrow batches of a few hundred rows keep Python tasks' memory small.
-    "spark.sql.execution.arrow.maxRecordsPerBatch": "256",
+    "spark.sql.execution.arrow.maxRecordsPerBatch": "64",
+}
+#: Settings of the Python workers, fixed when the session starts.
+WORKER_CONF = {
+    # Workers are forked from a daemon that imported the stage code once (daemon.py).
+    "spark.python.daemon.module": "prio_processor.spark.daemon",
 }
 
 
@@ -73,11 +78,16 @@ def get_session(master: str | None, app_name: str) -> SparkSession:
     # No console progress bar: its carriage returns would run into the count line that
     # bin/process reads from this command's output.
     builder = SparkSession.builder.appName(app_name).config("spark.ui.showConsoleProgress", "false")
+    for key, value in WORKER_CONF.items():
+        builder = builder.config(key, value)
     if master is not None or not _submitted():
         builder = builder.master(master or DEFAULT_MASTER)
         # The driver starts here (spark-submit's own configuration decides otherwise).
+        # Stages are short jobs in one JVM (driver and executor): the C1 compiler alone costs far
+        # less CPU than compiling Spark's hot code twice, which a short job never pays back.
         builder = builder.config(
-            "spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile={LOG_CONFIG.as_uri()}"
+            "spark.driver.extraJavaOptions",
+            f"-Dlog4j2.configurationFile={LOG_CONFIG.as_uri()} -XX:TieredStopAtLevel=1 -XX:+UseSerialGC",
         )
         # Local workers run this interpreter, which has this package installed.
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)

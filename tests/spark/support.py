@@ -23,7 +23,7 @@ class Chain:
     """Both servers' stages of a vector case, run by `prio-spark` or by `prio --evaluation-point fixed`."""
 
     def __init__(self, case: Any, root: Path, spark_cli: bool,
-                 inputs: Mapping[str, Path | str] | None = None) -> None:
+                 inputs: Mapping[str, Path | str] | None = None, cache: bool = False) -> None:
         from click.testing import CliRunner
 
         from prio_processor.cli import entry_point as prio_cli
@@ -35,9 +35,13 @@ class Chain:
         self.inputs: Mapping[str, Path | str] = inputs or {s: case.raw_path(s) for s in "AB"}
         self._group = spark_cli_group if spark_cli else prio_cli
         self._runner = CliRunner()
+        self.cache = cache  # verify1, verify2 and aggregate keep and read a cache per server
 
     def path(self, server: str, stage: str) -> Path:
         return self.root / server / stage
+
+    def cache_path(self, server: str) -> Path:
+        return self.root / server / "cache"
 
     def rejects(self, server: str, stage: str) -> Path:
         """The rejects file both tools write into the --rejects folder."""
@@ -56,6 +60,8 @@ class Chain:
     def run(self, stage: str, server: str, *args: str, expect: int = 0) -> Any:
         extra = ["--evaluation-point", "fixed"] if stage in ("verify1", "verify2") else []
         extra += ["--rejects", str(self.root / server / "rejects")]
+        if self.cache and stage in ("verify1", "verify2", "aggregate"):
+            extra += ["--cache", str(self.cache_path(server))]
         result = self._runner.invoke(self._group, [stage, *self.common(server, stage), *args, *extra])
         assert result.exit_code == expect, (stage, server, result.output, result.exception)
         return result

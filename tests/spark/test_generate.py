@@ -12,8 +12,10 @@ from click.testing import CliRunner
 
 from prio_processor.cli import entry_point as prio_cli
 from prio_processor.engine import keys
+from prio_processor.pipeline.cache import cache_key
 from prio_processor.spark import jobs
 from prio_processor.spark.adapter import ServerSpec
+from prio_processor.spark.cache import Keyed
 from prio_processor.spark.commands import entry_point
 
 from .support import read_folder
@@ -116,3 +118,8 @@ def test_secrets_stay_out_of_spark_plans(spark, tmp_path):
     for secret in (pair["A"][0], pair["A"][0].lower(), base64.b64encode(seed).decode(), seed.hex()):
         assert secret not in plan
     assert pair["A"][0] not in repr(spec)
+    # With a cache, the key its rows are authenticated with stays out too.
+    keyed = Keyed(cache_key(spec.server()), "digest")
+    plan = jobs.verify1(spark, spec, str(shares), keyed=keyed)._jdf.queryExecution().toString()
+    for secret in (pair["A"][0], keyed.key.hex(), repr(keyed.key)):
+        assert secret not in plan and secret not in repr(keyed)
