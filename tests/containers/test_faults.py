@@ -175,10 +175,14 @@ class Day:
                 return None
             raise
 
-    def names(self, bucket: str, prefix: str) -> list[str]:
+    def items(self, bucket: str, prefix: str) -> dict[str, dict[str, Any]]:
+        """The objects under prefix, by name: their metadata."""
         found = self._get(f"/storage/v1/b/{bucket}/o?prefix={urllib.parse.quote(prefix, safe='')}")
         assert found is not None, f"no bucket {bucket}"
-        return [item["name"] for item in json.loads(found).get("items", [])]
+        return {item["name"]: item for item in json.loads(found).get("items", [])}
+
+    def names(self, bucket: str, prefix: str) -> list[str]:
+        return sorted(self.items(bucket, prefix))
 
     def read(self, bucket: str, name: str) -> bytes | None:
         return self._get(f"/download/storage/v1/b/{bucket}/o/{urllib.parse.quote(name, safe='')}?alt=media")
@@ -295,3 +299,197 @@ def test_server_killed_holding_the_lock_blocks_a_second_start_until_it_expires(d
     checked = today.check(10)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "both servers published the expected counts" in checked.stdout
+
+
+# ------------------------------------------------------------------ a server killed mid-day
+
+
+def test_server_b_killed_between_its_shares_restarts_and_takes_over_its_own_lock(day):
+    # A waits for each marker up to 1+1.3+...+1.3^14 = 167 s (15 waits): long enough for B's
+    # lock to expire (20 s) and B to redo its day up to verify2 on a loaded machine.
+    today = day("kill", LOCK_TTL="20", RETRY_LIMIT="14", RETRY_DELAY="1", RETRY_BACKOFF_EXPONENT="1.3")
+    assert today.plant(10).returncode == 0
+    # B first: once it has shared verify1 it waits for A's, which comes only when A starts; so
+    # the kill falls between B's verify1 and verify2 markers whatever the machine's speed.
+    b = today.start("B")
+    until("B's verify1 marker", lambda: today.read(*today.marker("B", "verify1")), watch=(b,))
+    _docker("kill", b)
+    assert today.read(*today.marker("B", "verify2")) is None
+    lock = today.lock("B")
+    assert lock is not None and lock["owner"] == "process B", lock
+    hostname = _docker("inspect", "--format", "{{.Config.Hostname}}", b).strip()
+    assert lock["host"] == hostname, lock
+
+    a = today.start("A")
+    # A takes B's verify1 (the same inputs: its stamp matches) and waits for B's verify2.
+    until("A waiting for B's verify2", lambda: "verify2/_SUCCESS (wait 2 of" in logs(a) or None, watch=(a,))
+    until(
+        "B's lock to expire",
+        lambda: True if time.time() > _expires(lock) + 1 else None,
+        watch=(a,),
+        bound=_expires(lock) - time.time() + 60,
+    )
+    _docker("start", b)
+    assert finish(b) == 0, logs(b)[-5000:]
+    assert finish(a) == 0, logs(a)[-5000:]
+
+    log_a, log_b = logs(a), logs(b)
+    waits = re.findall(r"waiting [0-9.]+s for \S+/verify2/_SUCCESS \(wait (\d+) of (\d+)", log_a)
+    assert waits and all(int(n) <= int(limit) for n, limit in waits), log_a
+    assert "Reached the maximum number of retries" not in log_a
+    taken = [line for line in log_b.splitlines() if "took over the expired lock" in line]
+    assert len(taken) == 1, log_b
+    assert f"of process B (host {hostname}, pid {lock['pid']}, started {lock['started']}" in taken[0]
+    checked = today.check(10)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "both servers published the expected counts" in checked.stdout
+    assert "Traceback" not in log_a + log_b
+
+
+# ------------------------------------------------------------- a server cut off the storage
+
+A_BUDGET_S = 20  # RETRY_LIMIT 9, RETRY_DELAY 2, RETRY_BACKOFF_EXPONENT 1: ten waits of 2 s
+
+
+def test_server_b_cut_off_longer_than_a_waits_then_both_rerun(day):
+    today = day("net", LOCK_TTL="60")
+    today.set("A", RETRY_LIMIT="9", RETRY_DELAY="2", RETRY_BACKOFF_EXPONENT="1")
+    today.set("B", RETRY_LIMIT="14", RETRY_DELAY="1", RETRY_BACKOFF_EXPONENT="1.3")
+    assert today.plant(10).returncode == 0
+    b = today.start("B")
+    until("B's verify1 marker", lambda: today.read(*today.marker("B", "verify1")), watch=(b,))
+    _docker("network", "disconnect", today.network, b)
+    cut = time.monotonic()
+
+    a = today.start("A")
+    assert finish(a) != 0
+    assert time.monotonic() - cut > A_BUDGET_S
+    lines = logs(a).strip().splitlines()
+    waited = f"gs://a-shared/{today.marker('B', 'verify2')[1]}"
+    # One line says what A waited for, the last one; the log shows keys by their first 8 digits.
+    short = waited.replace(today.key["B"], today.key["B"][:8] + "…")
+    assert lines[-1].endswith(
+        f"process A: wait: Reached the maximum number of retries waiting for {short}."
+    ), lines[-5:]
+    assert sum("Reached the maximum" in line for line in lines) == 1
+    assert "Traceback" not in logs(a)
+    assert today.names("a-private", f"{today.root('A')}/processed/") == []
+    assert today.names("b-private", f"{today.root('B')}/processed/") == []
+
+    # Back on the network, B is stopped (it releases its lock), then both run the day again.
+    _docker("network", "connect", today.network, b)
+    _docker("stop", "--time", "60", b, timeout=120)
+    assert today.lock("B") is None, logs(b)[-3000:]
+    _docker("start", a)
+    _docker("start", b)
+    assert finish(a) == 0, logs(a)[-5000:]
+    assert finish(b) == 0, logs(b)[-5000:]
+    checked = today.check(10)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "both servers published the expected counts" in checked.stdout
+    assert "Traceback" not in logs(a) + logs(b)
+
+
+# ------------------------------------------------------------------ the storage restarted
+
+
+def _whole_parts(today: Day, bucket: str, folder: str) -> int:
+    """The clients in the parts of a raw shares folder, each part read and checked whole."""
+    clients = 0
+    for name in today.names(bucket, folder):
+        if "/part-" not in name:
+            continue  # _SUCCESS
+        data = today.read(bucket, name)
+        assert data is not None, name
+        assert data.endswith(b"\n"), f"{name} is cut short"
+        rows = [json.loads(line) for line in data.splitlines()]
+        assert all({"id", "payload"} <= set(row) for row in rows), name
+        clients += len(rows)
+    return clients
+
+
+def _instant(timestamp: str) -> float:
+    """Seconds since the epoch of an RFC 3339 time in UTC (docker's nanoseconds cut to micro)."""
+    whole, _, fraction = timestamp.rstrip("Z").partition(".")
+    return datetime.fromisoformat(f"{whole}.{(fraction or '0')[:6]}+00:00").timestamp()
+
+
+def test_storage_restarted_during_an_upload_keeps_no_partial_object_and_a_rerun_completes(day):
+    today = day("storage", RETRY_LIMIT="14", RETRY_DELAY="1", RETRY_BACKOFF_EXPONENT="1.3")
+    raw = {s: f"{today.root(s)}/raw/shares/" for s in "AB"}
+    # The admin hands each server its shares in 100 parts (and 100 of rejects), one upload each.
+    n_rows = 400
+    generate = [
+        "run",
+        "--rm",
+        "-T",
+        "generate",
+        "bin/generate",
+        "--n-rows",
+        str(n_rows),
+        "--n-drop-batch",
+        "0",
+        "--n-partitions",
+        "100",
+    ]
+    admin = subprocess.Popen(
+        [str(today.folder / "admin" / "compose"), *generate],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        before = until(
+            "the hand-over to A under way",
+            lambda: found if len(found := today.items("a-private", raw["A"])) >= 3 else None,
+            bound=BOUND_S,
+        )
+        _docker("restart", today.storage)
+        output, _ = admin.communicate(timeout=BOUND_S)
+    finally:
+        if admin.poll() is None:
+            admin.kill()
+    assert "Traceback" not in output
+    # When the storage went down (the old process ended) and came back.
+    state = json.loads(_docker("inspect", "--format", "{{json .State}}", today.storage))
+    down, back = _instant(state["FinishedAt"]), _instant(state["StartedAt"])
+
+    # The storage is back with what it held (its volume).
+    until("the storage back", lambda: today.items("a-private", raw["A"]), bound=120)
+    after = {s: today.items(f"{s.lower()}-private", raw[s]) for s in "AB"}
+    assert set(before) <= set(after["A"])
+    made = sorted(_instant(item["timeCreated"]) for items in after.values() for item in items.values())
+    seen = (
+        f"admin exit {admin.returncode}; storage down {down:.3f}, back {back:.3f}; objects made "
+        f"{sum(m < down for m in made)} before, {sum(m > back for m in made)} after\n{output}"
+    )
+    # The restart fell inside the hand-over: objects were made before it, and the hand-over
+    # either failed or went on making them after.
+    assert made[0] < down and (admin.returncode != 0 or made[-1] > back), seen
+    # Nothing cut short: every part is whole; a folder with its _SUCCESS holds every client.
+    for s in "AB":
+        clients = _whole_parts(today, f"{s.lower()}-private", raw[s])
+        if f"{raw[s]}_SUCCESS" in after[s]:
+            assert clients == 2 * n_rows, (s, clients)  # test-0 and the planted bad-id batch
+    if admin.returncode != 0:
+        # The storage's client gave up on an upload (the GCS API server answers a resumed
+        # upload that the restart cut with 400): it said so in a line, and no _SUCCESS.
+        assert re.search(r"upload for [AB]: .*cannot write gs://[ab]-private/", output), seen
+        assert not all(f"{raw[s]}_SUCCESS" in after[s] for s in "AB")
+    else:
+        # The client sent the upload in flight again, whole, once the storage was back.
+        assert all(f"{raw[s]}_SUCCESS" in after[s] for s in "AB"), seen
+    # The admin's re-run completes the hand-over (in one part per batch: the servers then read
+    # 2 objects, not 200, which saves minutes on a loaded machine).
+    rerun = today.compose("admin", *generate[:-1], "1")
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert all(f"{raw[s]}_SUCCESS" in today.names(f"{s.lower()}-private", raw[s]) for s in "AB")
+
+    # The day then runs through, and both servers publish every client's counts.
+    a, b = today.start("A"), today.start("B")
+    assert finish(a) == 0, logs(a)[-5000:]
+    assert finish(b) == 0, logs(b)[-5000:]
+    checked = today.check(n_rows)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "both servers published the expected counts" in checked.stdout
+    assert "Traceback" not in logs(a) + logs(b)
