@@ -9,13 +9,12 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
-
-pytestmark = pytest.mark.container
 
 ROOT = Path(__file__).resolve().parents[2]
 #: Longest the script may go without printing a line, and longest in all (a loaded machine).
@@ -27,6 +26,16 @@ def _docker(*args: str) -> str:
     return subprocess.run(["docker", *args], check=True, capture_output=True, text=True, timeout=120).stdout
 
 
+def test_deploy_integrate_is_shellcheck_clean():
+    # No Docker needed: part of the ordinary suite.
+    shellcheck = Path(sys.executable).parent / "shellcheck"
+    result = subprocess.run(
+        [str(shellcheck), "-x", "scripts/deploy-integrate"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout
+
+
+@pytest.mark.container
 def test_deploy_integrate_checks_every_origin_of_both_servers(tmp_path):
     prefix = f"prio-deploy-test-{os.getpid()}"
     report = tmp_path / "report.html"
