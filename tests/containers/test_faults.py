@@ -34,7 +34,7 @@ ONE_BATCH = [{"batch_id": "test-0", "n_data": 10}]
 QUIET_S = 240
 #: Longest any one wait of these tests may take, however busy the containers are.
 BOUND_S = 900
-#: The storage's index of objects, fetched through the storage host's address on the network.
+#: Seconds for one request to the storage host (reached from here at its address on the network).
 HTTP_TIMEOUT_S = 5
 
 T = TypeVar("T")
@@ -167,13 +167,20 @@ class Day:
 
     def _get(self, path: str) -> bytes | None:
         """A GET on the storage host; None for 404. Raises OSError when it cannot be reached."""
-        try:
-            with urllib.request.urlopen(self.url() + path, timeout=HTTP_TIMEOUT_S) as answer:
-                return bytes(answer.read())
-        except urllib.error.HTTPError as exc:
-            if exc.code == 404:
-                return None
-            raise
+        for attempt in range(2):
+            try:
+                with urllib.request.urlopen(
+                    self.url(refresh=attempt > 0) + path, timeout=HTTP_TIMEOUT_S
+                ) as answer:
+                    return bytes(answer.read())
+            except urllib.error.HTTPError as exc:
+                if exc.code == 404:
+                    return None
+                raise
+            except OSError:
+                if attempt:
+                    raise  # a restarted container may have another address: looked up once more
+        raise AssertionError("unreachable")
 
     def items(self, bucket: str, prefix: str) -> dict[str, dict[str, Any]]:
         """The objects under prefix, by name: their metadata."""
