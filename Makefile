@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 FAST := not slow and not spark and not browser and not container
 
 .PHONY: setup oracle lint test test-fast demo demo-gcs bench lock build clean
-.PHONY: base-image wheelhouse images runtime-image dev-image compose-integrate test-containers
+.PHONY: base-image wheelhouse images runtime-image dev-image compose-integrate deploy-integrate test-containers
 
 setup: $(VENV)/.installed
 
@@ -87,6 +87,11 @@ build: images
 # STORAGE=mixed puts server B's buckets on an S3 API server container.
 compose-integrate: images
 	scripts/compose-integrate --engine $(ENGINE) --storage $(STORAGE)
+
+# A day across separate compose projects, one per role (deployment/), sharing only the
+# storage host's network.
+deploy-integrate: images
+	scripts/deploy-integrate
 
 # The container tests, one at a time, after building the base, the wheelhouse and both
 # images (each timed): image contents, compose runs and the secrets check. Without a
