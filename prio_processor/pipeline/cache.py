@@ -94,17 +94,19 @@ def cache_key(server: Server) -> bytes:
     return server.private_key_derived(_KEY_INFO + server.server_id.encode() + server.config.batch_id)
 
 
-def _inputs_digest(inputs: Any) -> str:
+def inputs_digest(inputs: Any) -> str:
+    """SHA-256 of the stage's inputs as the manifest records them (prio-spark's cache rows bind it too)."""
     return hashlib.sha256(json.dumps(inputs, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def _frame_mac(key: bytes, part: str, number: int, inputs_digest: str, body: bytes) -> bytes:
+def _frame_mac(key: bytes, part: str, number: int, digest: str, body: bytes) -> bytes:
     # msgpack of a list is self-delimiting: no two (part, number, digest, body) encode alike.
-    bound = msgpack.packb(["frame", part, number, inputs_digest])
+    bound = msgpack.packb(["frame", part, number, digest])
     return hmac.new(key, bound + body, hashlib.sha256).digest()
 
 
-def _manifest_mac(key: bytes, found: dict[str, Any]) -> str:
+def manifest_mac(key: bytes, found: dict[str, Any]) -> str:
+    """The manifest's HMAC under the cache key: every field but the MAC itself."""
     fields = {k: v for k, v in found.items() if k != "mac"}
     text = json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
     return hmac.new(key, b"manifest" + text, hashlib.sha256).hexdigest()
@@ -214,7 +216,7 @@ class CacheWriter:
         self._folder = folder
         self._manifest = manifest(server, schedule, parts)
         self._key = cache_key(server)
-        self._digest = _inputs_digest(self._manifest["inputs"])
+        self._digest = inputs_digest(self._manifest["inputs"])
         self._rows: dict[str, int] = {}  # records per part: a file cut short is noticed
         self._frames: dict[str, int] = {}
         self._stack: contextlib.ExitStack | None = None
@@ -260,7 +262,7 @@ class CacheWriter:
         if exc_type is None:
             self._manifest["rows"] = self._rows
             self._manifest["frames"] = self._frames
-            self._manifest["mac"] = _manifest_mac(self._key, self._manifest)
+            self._manifest["mac"] = manifest_mac(self._key, self._manifest)
             self._folder.join(MANIFEST).write_bytes(json.dumps(self._manifest, indent=1).encode())
 
 
@@ -274,7 +276,7 @@ class Cache:
         self.folder = folder
         self._rows = found["rows"]
         self._frames = found["frames"]
-        self._digest = _inputs_digest(found["inputs"])
+        self._digest = inputs_digest(found["inputs"])
         self._key = key
 
     def frames(self, part: Location) -> Iterator[dict[str, Any]]:
@@ -348,7 +350,7 @@ def open_cache(
     ):
         return None, "it was made for another server, batch or n_data"
     key = cache_key(server)
-    if not same_mac(str(found.get("mac")), _manifest_mac(key, found)):
+    if not same_mac(str(found.get("mac")), manifest_mac(key, found)):
         return None, f"its manifest {MANIFEST} does not authenticate (altered, or not written by this server)"
     stamp = found.get(settings.FIELD)
     if not isinstance(stamp, dict):

@@ -330,7 +330,7 @@ def verify1(
     folder = output_folder(output)
     names = [p.name for p in parts]
     if cache is not None:
-        _check_cache_folder(cache, (folder, source, rejects))
+        check_cache_folder(cache, (folder, source, rejects))
     with outputs_after_rejects(rejects, "verify1", server.server_id, (folder,)) as (sink, pending):
         tally = Tally("verify1", sink)
         chunks = part_chunks(server, parts, names, progress, workers)
@@ -350,7 +350,7 @@ def verify1(
     return tally
 
 
-def _check_cache_folder(cache: Location, places: Iterable[Location | None]) -> None:
+def check_cache_folder(cache: Location, places: Iterable[Location | None]) -> None:
     """The cache has a folder of its own, apart from every input, output and rejects list of the
     stage: output folders hold only what the stage writes, and a cache inside a folder that is
     copied to the partner would hand it this server's shares."""
@@ -379,7 +379,7 @@ def _cached_or_shares(
     shares; also over the shares, from the start, when the cache cannot answer for a record."""
     if cache is None:
         return run(None)
-    _check_cache_folder(cache, (output, inputs.shares, inputs.internal, inputs.external, rejects))
+    check_cache_folder(cache, (output, inputs.shares, inputs.internal, inputs.external, rejects))
     found, why_not = open_cache(cache, parts, server, schedule)
     if found is None:
         notice(f"not using the cache in {cache}: {why_not}; reading the shares")

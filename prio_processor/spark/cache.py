@@ -42,7 +42,7 @@ import msgpack
 
 from ..engine.server import Schedule, Server
 from ..pipeline import settings
-from ..pipeline.cache import MANIFEST, _inputs_digest, _manifest_mac, cache_key, manifest
+from ..pipeline.cache import MANIFEST, cache_key, inputs_digest, manifest, manifest_mac
 from ..storage import Location, StorageError
 
 FORMAT = "spark/1"
@@ -103,7 +103,7 @@ def add_positions(payloads: list[tuple[int, str]]) -> tuple[int, str]:
 
 def keyed(server: Server, parts: list[Location]) -> Keyed:
     inputs = [{"uri": part.uri, "version": part.version()} for part in parts]
-    return Keyed(cache_key(server), _inputs_digest(inputs))
+    return Keyed(cache_key(server), inputs_digest(inputs))
 
 
 def write_manifest(folder: Location, server: Server, parts: list[Location], rows: int, positions: str,
@@ -111,7 +111,7 @@ def write_manifest(folder: Location, server: Server, parts: list[Location], rows
     """The manifest, written once the rows are in place: it vouches for exactly those rows."""
     found = manifest(server, Schedule.FIXED, parts)
     found.update(format=FORMAT, rows=rows, positions=positions, repeated=repeated)
-    found["mac"] = _manifest_mac(cache_key(server), found)
+    found["mac"] = manifest_mac(cache_key(server), found)
     folder.join(MANIFEST).write_bytes(json.dumps(found, indent=1).encode())
 
 
@@ -145,7 +145,7 @@ def open_manifest(folder: Location, parts: list[Location], server: Server) -> tu
             server.server_id, batch, server.config.n_data):
         return None, "it was made for another server, batch or n_data"
     key = cache_key(server)
-    if not hmac.compare_digest(str(found.get("mac")), _manifest_mac(key, found)):
+    if not hmac.compare_digest(str(found.get("mac")), manifest_mac(key, found)):
         return None, f"its manifest {MANIFEST} does not authenticate (altered, or not written by this server)"
     expected = settings.stamp(server, Schedule.FIXED)
     stamp = found.get(settings.FIELD)
@@ -163,4 +163,4 @@ def open_manifest(folder: Location, parts: list[Location], server: Server) -> tu
     rows, positions, repeated = found.get("rows"), found.get("positions"), found.get("repeated")
     if not (type(rows) is int and isinstance(positions, str) and isinstance(repeated, bool)):
         return None, "its manifest does not count the rows"
-    return Found(Keyed(key, _inputs_digest(inputs)), rows, positions, repeated), ""
+    return Found(Keyed(key, inputs_digest(inputs)), rows, positions, repeated), ""

@@ -134,7 +134,7 @@ class _Cache:
         self.path: str = params["cache"]
         self.folder = location(self.path)
         places = [params["output"], params["rejects"], *(params[name] for name in _INPUTS if name in params)]
-        runner._check_cache_folder(self.folder, [location(p) for p in places if p is not None])
+        runner.check_cache_folder(self.folder, [location(p) for p in places if p is not None])
         self.parts = runner.input_parts(location(params["input_"]), "--input")
         self.server = spec.server()
         self.stage = stage
