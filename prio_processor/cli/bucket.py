@@ -158,16 +158,13 @@ def lock(path: str, owner: str, ttl: float) -> None:
     import os
     import select
     import signal
-    import uuid
 
-    from ..storage.lock import LockHeld, LockLost, RunLock, check_conditional_writes
+    from ..storage.lock import LockHeld, LockLost, RunLock
 
     where = location(path)
     held = RunLock(where, owner, ttl, pid=os.getppid())
     with _storage_errors(f"{owner}: "):
-        parent, _, _ = where.uri.rstrip("/").rpartition("/")
-        probe = f"{where.name}.probe-{uuid.uuid4().hex[:12]}"  # beside the lock, in the same store
-        check_conditional_writes(location(f"{parent}/{probe}" if parent else probe))
+        held.check_store()
         try:
             warning = held.take()
         except LockHeld as exc:

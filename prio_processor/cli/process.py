@@ -265,17 +265,14 @@ class Lock:
 
     def take(self) -> str:
         """The lock's location once held; Exited(2) with the holder's line otherwise."""
-        import uuid
 
         from ..storage import StorageError, location
-        from ..storage.lock import LockHeld, RunLock, check_conditional_writes
+        from ..storage.lock import LockHeld, RunLock
 
         where = location(self.path)
         held = RunLock(where, self.owner, self.ttl, pid=os.getpid())
         try:
-            parent, _, _ = where.uri.rstrip("/").rpartition("/")
-            probe = f"{where.name}.probe-{uuid.uuid4().hex[:12]}"  # beside the lock, in the same store
-            check_conditional_writes(location(f"{parent}/{probe}" if parent else probe))
+            held.check_store()
             try:
                 warning = held.take()
             except LockHeld as exc:

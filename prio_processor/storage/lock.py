@@ -18,11 +18,12 @@ import json
 import os
 import socket
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
-from .locations import Location, StorageError
+from .locations import Location, StorageError, location
 
 
 class LockHeld(Exception):
@@ -117,6 +118,13 @@ class RunLock:
         # To the microsecond: what tells this run's lock from another's of the same process.
         self._holder = Holder(owner, socket.gethostname(), pid, _timestamp(clock(), precise=True), "")
         self.generation: str | None = None
+
+    def check_store(self) -> None:
+        """Raise StorageError unless the lock's store enforces conditional writes, probed with
+        an unused name beside the lock (in the same bucket and folder)."""
+        parent, _, _ = self.where.uri.rstrip("/").rpartition("/")
+        probe = f"{self.where.name}.probe-{uuid.uuid4().hex[:12]}"
+        check_conditional_writes(location(f"{parent}/{probe}" if parent else probe))
 
     def _ours(self) -> Holder:
         expires = _timestamp(self._clock() + self.ttl)
