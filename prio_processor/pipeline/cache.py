@@ -329,48 +329,62 @@ def _checked_rows(frame: Any) -> int:
     return count
 
 
-def open_cache(
-    folder: Location, parts: Sequence[Location], server: Server, schedule: Schedule | None
-) -> tuple[Cache | None, str]:
-    """The cache verify1 made from exactly `parts` with this server's settings (and `schedule`,
-    if given), or (None, why it cannot be used)."""
+def check_manifest(
+    folder: Location, parts: Sequence[Location], server: Server, form: Any, schedule: Schedule | None
+) -> tuple[dict[str, Any] | None, bytes, str]:
+    """The manifest in `folder`, its format `form`, if it authenticates under this server's cache
+    key and was made from exactly `parts` with this server's settings (and `schedule`, if
+    given): (manifest, key, ""), or (None, key, why it cannot be used). Format-specific
+    counts are the caller's to check (prio's cache and prio-spark's share this)."""
+    key = cache_key(server)
     try:
         found = json.loads(folder.join(MANIFEST).read_bytes())
     except StorageError:
-        return None, "it holds no finished cache from verify1"
+        return None, key, "it holds no finished cache from verify1"
     except ValueError:
-        return None, "its manifest is unreadable"
-    if not isinstance(found, dict) or found.get("format") != FORMAT:
-        return None, "it was written in another format"
+        return None, key, "its manifest is unreadable"
+    if not isinstance(found, dict) or found.get("format") != form:
+        return None, key, "it was written in another format"
     batch = server.config.batch_id.decode("utf-8", "replace")
     if (found.get("server_id"), found.get("batch_id"), found.get("n_data")) != (
         server.server_id,
         batch,
         server.config.n_data,
     ):
-        return None, "it was made for another server, batch or n_data"
-    key = cache_key(server)
+        return None, key, "it was made for another server, batch or n_data"
     if not same_mac(str(found.get("mac")), manifest_mac(key, found)):
-        return None, f"its manifest {MANIFEST} does not authenticate (altered, or not written by this server)"
+        why_not = f"its manifest {MANIFEST} does not authenticate (altered, or not written by this server)"
+        return None, key, why_not
     stamp = found.get(settings.FIELD)
     if not isinstance(stamp, dict):
-        return None, "its manifest names no settings"
+        return None, key, "its manifest names no settings"
     try:
         made_with = Schedule(stamp.get("evaluation_point"))
     except ValueError:
-        return None, "its manifest names an unknown evaluation point"
+        return None, key, "its manifest names an unknown evaluation point"
     if schedule is not None and Schedule(schedule) is not made_with:
-        return None, "it was made with another --evaluation-point"
+        return None, key, "it was made with another --evaluation-point"
     expected = settings.stamp(server, made_with)
     same_secret = same_mac(str(stamp.get("mac")), expected["mac"])
     if stamp.get("prg_keying") != expected["prg_keying"] or not same_secret:
-        return None, "it was made with another --prg-keying or shared secret"
+        return None, key, "it was made with another --prg-keying or shared secret"
     try:
         inputs = [{"uri": part.uri, "version": part.version()} for part in parts]
     except StorageError as exc:
-        return None, str(exc)
+        return None, key, str(exc)
     if inputs != found.get("inputs"):
-        return None, "--input is not the files verify1 read (they changed, or others were given)"
+        return None, key, "--input is not the files verify1 read (they changed, or others were given)"
+    return found, key, ""
+
+
+def open_cache(
+    folder: Location, parts: Sequence[Location], server: Server, schedule: Schedule | None
+) -> tuple[Cache | None, str]:
+    """The cache verify1 made from exactly `parts` with this server's settings (and `schedule`,
+    if given), or (None, why it cannot be used)."""
+    found, key, why_not = check_manifest(folder, parts, server, FORMAT, schedule)
+    if found is None:
+        return None, why_not
     if not (isinstance(found.get("rows"), dict) and isinstance(found.get("frames"), dict)):
         return None, "its manifest does not count the records"
     return Cache(folder, found, key), ""

@@ -41,9 +41,8 @@ from typing import Any
 import msgpack
 
 from ..engine.server import Schedule, Server
-from ..pipeline import settings
-from ..pipeline.cache import MANIFEST, cache_key, inputs_digest, manifest, manifest_mac
-from ..storage import Location, StorageError
+from ..pipeline.cache import MANIFEST, cache_key, check_manifest, inputs_digest, manifest, manifest_mac
+from ..storage import Location
 
 FORMAT = "spark/1"
 #: The Parquet columns of a cache row.
@@ -132,35 +131,10 @@ class Found:
 
 def open_manifest(folder: Location, parts: list[Location], server: Server) -> tuple[Found | None, str]:
     """The cache verify1 made from exactly `parts` with this server's settings, or (None, why not)."""
-    try:
-        found = json.loads(folder.join(MANIFEST).read_bytes())
-    except StorageError:
-        return None, "it holds no finished cache from verify1"
-    except ValueError:
-        return None, "its manifest is unreadable"
-    if not isinstance(found, dict) or found.get("format") != FORMAT:
-        return None, "it was written in another format"
-    batch = server.config.batch_id.decode("utf-8", "replace")
-    if (found.get("server_id"), found.get("batch_id"), found.get("n_data")) != (
-            server.server_id, batch, server.config.n_data):
-        return None, "it was made for another server, batch or n_data"
-    key = cache_key(server)
-    if not hmac.compare_digest(str(found.get("mac")), manifest_mac(key, found)):
-        return None, f"its manifest {MANIFEST} does not authenticate (altered, or not written by this server)"
-    expected = settings.stamp(server, Schedule.FIXED)
-    stamp = found.get(settings.FIELD)
-    if not isinstance(stamp, dict) or stamp.get("evaluation_point") != Schedule.FIXED.value:
-        return None, "it was made with another --evaluation-point"
-    if stamp.get("prg_keying") != expected["prg_keying"] or not hmac.compare_digest(
-            str(stamp.get("mac")), str(expected["mac"])):
-        return None, "it was made with another --prg-keying or shared secret"
-    try:
-        inputs = [{"uri": part.uri, "version": part.version()} for part in parts]
-    except StorageError as exc:
-        return None, str(exc)
-    if inputs != found.get("inputs"):
-        return None, "--input is not the files verify1 read (they changed, or others were given)"
+    found, key, why_not = check_manifest(folder, parts, server, FORMAT, Schedule.FIXED)
+    if found is None:
+        return None, why_not
     rows, positions, repeated = found.get("rows"), found.get("positions"), found.get("repeated")
     if not (type(rows) is int and isinstance(positions, str) and isinstance(repeated, bool)):
         return None, "its manifest does not count the rows"
-    return Found(Keyed(key, inputs_digest(inputs)), rows, positions, repeated), ""
+    return Found(Keyed(key, inputs_digest(found["inputs"])), rows, positions, repeated), ""
