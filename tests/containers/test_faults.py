@@ -51,6 +51,12 @@ def _expires(lock: dict[str, Any]) -> float:
     return datetime.fromisoformat(lock["expires"].replace("Z", "+00:00")).timestamp()
 
 
+def _generate(n_rows: int, n_partitions: int) -> list[str]:
+    """The admin compose project's arguments that plant test shares for both servers (bin/generate)."""
+    return ["run", "--rm", "-T", "generate", "bin/generate", "--n-rows", str(n_rows), "--n-drop-batch", "0",
+            "--n-partitions", str(n_partitions)]
+
+
 class Day:
     """One date on the storage project and three role projects set up in `folder`."""
 
@@ -92,20 +98,7 @@ class Day:
 
     def plant(self, n_rows: int, n_partitions: int = 1) -> subprocess.CompletedProcess[str]:
         """The admin's test shares for both servers (bin/generate)."""
-        return self.compose(
-            "admin",
-            "run",
-            "--rm",
-            "-T",
-            "generate",
-            "bin/generate",
-            "--n-rows",
-            str(n_rows),
-            "--n-drop-batch",
-            "0",
-            "--n-partitions",
-            str(n_partitions),
-        )
+        return self.compose("admin", *_generate(n_rows, n_partitions))
 
     def start(self, server: str) -> str:
         """Start server's bin/process in its project's container; the container's id."""
@@ -426,19 +419,7 @@ def test_storage_restarted_during_an_upload_keeps_no_partial_object_and_a_rerun_
     raw = {s: f"{today.root(s)}/raw/shares/" for s in "AB"}
     # The admin hands each server its shares in 100 parts (and 100 of rejects), one upload each.
     n_rows = 400
-    generate = [
-        "run",
-        "--rm",
-        "-T",
-        "generate",
-        "bin/generate",
-        "--n-rows",
-        str(n_rows),
-        "--n-drop-batch",
-        "0",
-        "--n-partitions",
-        "100",
-    ]
+    generate = _generate(n_rows, n_partitions=100)
     admin = subprocess.Popen(
         [str(today.folder / "admin" / "compose"), *generate],
         stdout=subprocess.PIPE,
